@@ -1,0 +1,164 @@
+"""Stock workflows. On-hand quantities change only here, together with their ledger rows."""
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import F, Sum
+
+from .models import Product, StockLevel, StockMovement
+
+Kind = StockMovement.Kind
+
+
+class StockError(Exception):
+    """A stock change that cannot happen; the message is for a person."""
+
+
+class InsufficientStock(StockError):
+    def __init__(self, product: Product, requested: int, available: int):
+        self.product, self.requested, self.available = product, requested, available
+        super().__init__(
+            f"Only {available} of {product.name} in stock; {requested} requested. "
+            "Reduce the quantity or receive stock first."
+        )
+
+
+@dataclass(frozen=True)
+class StockChange:
+    product_id: int
+    quantity: int  # signed
+
+
+def move_stock(
+    *,
+    shop_id: int,
+    changes: list[StockChange],
+    kind: str,
+    user=None,
+    sale_id: int | None = None,
+    reference: str = "",
+    reason: str = "",
+) -> list[StockMovement]:
+    """Apply signed quantity changes to one shop's stock and write one ledger row for each.
+
+    Stock rows are locked in product-id order, so two workflows touching the same products
+    cannot deadlock. A decrease that would go below zero raises InsufficientStock and, being
+    inside the caller's transaction, writes nothing.
+    """
+    if any(change.quantity == 0 for change in changes):
+        raise StockError("A stock movement needs a quantity other than zero.")
+    changes = sorted(changes, key=lambda c: c.product_id)
+    product_ids = [c.product_id for c in changes]
+    with transaction.atomic():
+        StockLevel.objects.bulk_create(
+            [StockLevel(shop_id=shop_id, product_id=pid) for pid in product_ids], ignore_conflicts=True
+        )
+        # Lock in a fixed order (product id) before reading: see the docstring.
+        levels = {
+            level.product_id: level
+            for level in StockLevel.objects.select_for_update()
+            .filter(shop_id=shop_id, product_id__in=product_ids)
+            .select_related("product")
+            .order_by("product_id")
+        }
+        movements = []
+        for change in changes:
+            level = levels[change.product_id]
+            # Conditional update: never below zero, even if a stale read slipped through.
+            updated = StockLevel.objects.filter(
+                pk=level.pk, on_hand__gte=-change.quantity if change.quantity < 0 else 0
+            ).update(on_hand=F("on_hand") + change.quantity)
+            if not updated:
+                raise InsufficientStock(level.product, -change.quantity, level.on_hand)
+            level.on_hand += change.quantity
+            movements.append(
+                StockMovement(
+                    shop_id=shop_id,
+                    product_id=change.product_id,
+                    quantity=change.quantity,
+                    balance_after=level.on_hand,
+                    kind=kind,
+                    sale_id=sale_id,
+                    reference=reference,
+                    reason=reason,
+                    created_by=user,
+                )
+            )
+        return StockMovement.objects.bulk_create(movements)
+
+
+def receive_stock(*, shop_id: int, product_id: int, quantity: int, user=None, reference: str = "",
+                  reason: str = "") -> StockMovement:
+    if quantity <= 0:
+        raise StockError("Received quantity must be more than zero.")
+    return move_stock(shop_id=shop_id, changes=[StockChange(product_id, quantity)], kind=Kind.RECEIVE,
+                      user=user, reference=reference, reason=reason)[0]
+
+
+def adjust_stock(*, shop_id: int, product_id: int, quantity: int, reason: str, user=None) -> StockMovement:
+    """A signed correction (breakage, theft, expiry); the reason is required."""
+    if not reason.strip():
+        raise StockError("Say why the stock is adjusted (damaged, expired, found…).")
+    return move_stock(shop_id=shop_id, changes=[StockChange(product_id, quantity)], kind=Kind.ADJUST,
+                      user=user, reason=reason)[0]
+
+
+def count_stock(*, shop_id: int, product_id: int, counted: int, user=None, reason: str = "") -> StockMovement | None:
+    """Record a physical count: the ledger gets the difference; nothing when the count agrees."""
+    if counted < 0:
+        raise StockError("A counted quantity cannot be negative.")
+    with transaction.atomic():
+        StockLevel.objects.get_or_create(shop_id=shop_id, product_id=product_id)
+        level = StockLevel.objects.select_for_update().get(shop_id=shop_id, product_id=product_id)
+        difference = counted - level.on_hand
+        if difference == 0:
+            return None
+        return move_stock(shop_id=shop_id, changes=[StockChange(product_id, difference)], kind=Kind.COUNT,
+                          user=user, reason=reason or f"counted {counted}")[0]
+
+
+def transfer_stock(*, from_shop_id: int, to_shop_id: int, product_id: int, quantity: int, user=None,
+                   reason: str = "") -> tuple[StockMovement, StockMovement]:
+    if quantity <= 0:
+        raise StockError("Transfer quantity must be more than zero.")
+    if from_shop_id == to_shop_id:
+        raise StockError("A transfer needs two different shops.")
+    reference = f"transfer {from_shop_id}->{to_shop_id}"
+    with transaction.atomic():
+        # Lower shop id first: two opposite transfers cannot deadlock.
+        first, second = sorted([(from_shop_id, -quantity), (to_shop_id, quantity)])
+        moved = {}
+        for shop_id, signed in (first, second):
+            kind = Kind.TRANSFER_OUT if signed < 0 else Kind.TRANSFER_IN
+            moved[kind] = move_stock(shop_id=shop_id, changes=[StockChange(product_id, signed)], kind=kind,
+                                     user=user, reference=reference, reason=reason)[0]
+        return moved[Kind.TRANSFER_OUT], moved[Kind.TRANSFER_IN]
+
+
+def sell_stock(*, shop_id: int, sale_id: int, lines: list[tuple[int, int]], user=None,
+               reference: str = "") -> list[StockMovement]:
+    """Take a completed sale's (product_id, quantity) lines out of stock, once per sale."""
+    return move_stock(shop_id=shop_id, changes=[StockChange(pid, -qty) for pid, qty in lines],
+                      kind=Kind.SALE, user=user, sale_id=sale_id, reference=reference)
+
+
+def return_stock(*, shop_id: int, sale_id: int, lines: list[tuple[int, int]], user=None,
+                 reason: str = "") -> list[StockMovement]:
+    return move_stock(shop_id=shop_id, changes=[StockChange(pid, qty) for pid, qty in lines],
+                      kind=Kind.RETURN, user=user, sale_id=sale_id, reason=reason)
+
+
+def find_stock_discrepancies():
+    """Every (shop, product) whose on-hand differs from the sum of its ledger rows."""
+    ledger = {
+        (row["shop_id"], row["product_id"]): row["total"]
+        for row in StockMovement.objects.values("shop_id", "product_id").annotate(total=Sum("quantity"))
+    }
+    discrepancies = []
+    for level in StockLevel.objects.values("shop_id", "product_id", "on_hand").iterator():
+        key = (level["shop_id"], level["product_id"])
+        expected = ledger.pop(key, 0)
+        if expected != level["on_hand"]:
+            discrepancies.append((key, level["on_hand"], expected))
+    discrepancies.extend((key, 0, total) for key, total in ledger.items() if total != 0)
+    return discrepancies

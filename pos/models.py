@@ -1,0 +1,163 @@
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+
+
+class Shop(models.Model):
+    code = models.CharField(
+        max_length=4,
+        unique=True,
+        validators=[RegexValidator(r"^[A-Z0-9]{2,4}$", "2–4 capital letters or digits.")],
+        help_text="Starts every receipt number: DEMO-0000123 (the M-Pesa account reference, ≤ 12 characters).",
+    )
+    name = models.CharField(max_length=120)
+    address = models.CharField(max_length=200, blank=True)
+    phone = models.CharField(max_length=20, blank=True)
+    kra_pin = models.CharField("KRA PIN", max_length=11, blank=True)
+    vat_registered = models.BooleanField("VAT registered", default=True)
+    receipt_footer = models.CharField(max_length=200, blank=True, default="Thank you for shopping with us!")
+    # The last receipt number handed out; moved under a row lock so numbers are gap-free.
+    last_receipt_seq = models.PositiveIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Till(models.Model):
+    shop = models.ForeignKey(Shop, on_delete=models.PROTECT, related_name="tills")
+    name = models.CharField(max_length=60)
+    is_active = models.BooleanField("active", default=True)
+
+    class Meta:
+        ordering = ["shop", "name"]
+        constraints = [models.UniqueConstraint(fields=["shop", "name"], name="till_name_unique_in_shop")]
+
+    def __str__(self) -> str:
+        return f"{self.shop.code} · {self.name}"
+
+
+class Staff(models.Model):
+    """Links a login to a shop and a role; the role also names the user's Django group."""
+
+    class Role(models.TextChoices):
+        CASHIER = "cashier", "cashier"
+        MANAGER = "manager", "manager"
+        OWNER = "owner", "owner"
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff")
+    shop = models.ForeignKey(Shop, on_delete=models.PROTECT, related_name="staff")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.CASHIER)
+    default_till = models.ForeignKey(Till, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        verbose_name_plural = "staff"
+
+    def __str__(self) -> str:
+        return f"{self.user.get_username()} ({self.role}, {self.shop.code})"
+
+
+class Sale(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        COMPLETED = "completed", "completed"
+        CANCELLED = "cancelled", "cancelled"
+
+    receipt_number = models.CharField(max_length=12, unique=True)
+    shop = models.ForeignKey(Shop, on_delete=models.PROTECT, related_name="sales")
+    till = models.ForeignKey(Till, on_delete=models.PROTECT, related_name="sales")
+    cashier = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="sales")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    total = models.DecimalField("total (KES, VAT incl.)", max_digits=12, decimal_places=2)
+    vat_total = models.DecimalField("VAT", max_digits=12, decimal_places=2)
+    amount_paid = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
+    customer_phone = models.CharField(max_length=12, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    cancel_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["shop", "status", "created_at"]),
+            models.Index(fields=["cashier", "created_at"]),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(status="completed") | Q(amount_paid__gte=models.F("total")),
+                name="completed_sale_is_paid",
+            ),
+            models.CheckConstraint(
+                condition=~(Q(completed_at__isnull=False) & Q(cancelled_at__isnull=False)),
+                name="sale_not_both_completed_and_cancelled",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.receipt_number
+
+    @property
+    def balance_due(self) -> Decimal:
+        return max(self.total - self.amount_paid, Decimal("0"))
+
+
+class SaleLine(models.Model):
+    """A line as sold: price and tax band are captured, so later catalogue edits change nothing."""
+
+    sale = models.ForeignKey(Sale, on_delete=models.CASCADE, related_name="lines")
+    product = models.ForeignKey("inventory.Product", on_delete=models.PROTECT, related_name="+")
+    name = models.CharField(max_length=120)
+    quantity = models.PositiveIntegerField()
+    unit_price = models.DecimalField(max_digits=12, decimal_places=2)
+    tax_band = models.CharField(max_length=1)
+    tax_rate = models.DecimalField(max_digits=5, decimal_places=2)
+    line_total = models.DecimalField(max_digits=12, decimal_places=2)
+    vat_amount = models.DecimalField(max_digits=12, decimal_places=2)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["sale", "product"], name="one_line_per_product"),
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="line_quantity_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} × {self.name}"
+
+
+class Payment(models.Model):
+    """Money applied to a sale. Append-only: a refund or correction is a new row."""
+
+    class Method(models.TextChoices):
+        CASH = "cash", "cash"
+        MPESA = "mpesa", "M-Pesa"
+
+    sale = models.ForeignKey(Sale, on_delete=models.PROTECT, related_name="payments")
+    method = models.CharField(max_length=10, choices=Method.choices)
+    amount = models.DecimalField(max_digits=12, decimal_places=2, help_text="What this payment settles.")
+    tendered = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    change_given = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
+    reference = models.CharField(max_length=20, blank=True, help_text="The M-Pesa receipt code.")
+    received_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+            # One M-Pesa receipt pays one sale at most, whatever path it came by.
+            models.UniqueConstraint(
+                fields=["reference"], condition=Q(method="mpesa") & ~Q(reference=""), name="mpesa_code_pays_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_method_display()} {self.amount} for {self.sale_id}"
