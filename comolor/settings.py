@@ -154,6 +154,8 @@ LOGGING = {
 # --- Point of sale ---------------------------------------------------------------------------
 # Dotted paths of functions called with a sale id after a completed sale commits (receipts).
 POS_SALE_COMPLETED_HOOKS = env.list("POS_SALE_COMPLETED_HOOKS", default=[])
+# Payment methods other than cash, each started by a function of the app that owns it.
+POS_PAYMENT_STARTERS = {"mpesa": "mpesa.services.start_stk_payment"}
 # Dotted paths of functions `manage.py pos_worker` calls each round; each returns a short summary.
 POS_WORKER_TASKS = env.list("POS_WORKER_TASKS", default=[])
 POS_WORKER_INTERVAL = env.float("POS_WORKER_INTERVAL", default=5.0)
