@@ -1,6 +1,7 @@
 """Fixtures shared by every app's tests: a shop with a till, its cashier and a stocked product."""
 
 import pytest
+from django.urls import get_resolver
 
 from inventory.services import receive_stock
 from inventory.tests.factories import ProductFactory
@@ -11,6 +12,10 @@ from pos.tests.factories import ShopFactory, StaffFactory, TillFactory, UserFact
 def _fast_and_isolated(settings, tmp_path):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.RECEIPTS_DEFAULT_PRINTER = f"file://{tmp_path / 'receipts'}"
+    # comolor/urls.py reads MPESA_* settings when first imported: import it before any test
+    # switches MPESA_ENVIRONMENT, or the simulator stays unrouted for the rest of the run.
+    get_resolver().url_patterns
 
 
 @pytest.fixture

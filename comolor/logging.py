@@ -25,6 +25,44 @@ def redact(text: str) -> str:
     return mask_phone(text)
 
 
+# Keys of Daraja bodies whose whole value is a secret, a phone number or a URL with a path token.
+_SECRET_KEYS = {
+    "password", "passkey", "access_token", "consumer_secret", "securitycredential",
+    "initiatorpassword", "authorization", "secret",
+}
+_PHONE_KEYS = {"partya", "phonenumber", "msisdn", "nominatednumber", "phone"}
+_URL_KEYS = {"callbackurl", "resulturl", "queuetimeouturl", "confirmationurl", "validationurl"}
+# A path segment this long made of token characters is an unguessable callback token.
+_PATH_TOKEN = re.compile(r"(?<=/)[A-Za-z0-9_\-]{16,}(?=/|$)")
+
+
+def redact_url(url: str) -> str:
+    """Hide callback path tokens and query strings: a leaked token lets anyone forge callbacks."""
+    path, _, query = str(url).partition("?")
+    path = _PATH_TOKEN.sub("[token]", path)
+    return f"{path}?[redacted]" if query else path
+
+
+def redact_payload(value, key: str = ""):
+    """A copy of a JSON body fit for a log table: secrets dropped, phones masked, tokens hidden."""
+    lowered = key.lower()
+    if isinstance(value, dict):
+        return {k: redact_payload(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_payload(item, key) for item in value]
+    if value is None or isinstance(value, bool):
+        return value
+    if lowered in _SECRET_KEYS:
+        return "[redacted]"
+    if lowered in _URL_KEYS:
+        return redact_url(value)
+    if lowered in _PHONE_KEYS:
+        return mask_phone(str(value))
+    if isinstance(value, str):
+        return redact(value)
+    return value
+
+
 class RedactFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

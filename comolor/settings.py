@@ -90,6 +90,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = ["pos.backends.StaffBackend"]
+# Sessions are read from the cache and written through to the database.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "pos:home"
 LOGOUT_REDIRECT_URL = "login"
@@ -123,6 +126,9 @@ CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG and not TE
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Preloading binds the whole domain and its subdomains to HTTPS in browsers for months and is hard
+# to undo, so the domain's owner opts in with SECURE_HSTS_PRELOAD=True; check --deploy stays quiet.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
@@ -153,12 +159,39 @@ LOGGING = {
 
 # --- Point of sale ---------------------------------------------------------------------------
 # Dotted paths of functions called with a sale id after a completed sale commits (receipts).
-POS_SALE_COMPLETED_HOOKS = env.list("POS_SALE_COMPLETED_HOOKS", default=[])
+POS_SALE_COMPLETED_HOOKS = env.list(
+    "POS_SALE_COMPLETED_HOOKS", default=["receipts.services.print_sale_receipt"]
+)
 # Payment methods other than cash, each started by a function of the app that owns it.
 POS_PAYMENT_STARTERS = {"mpesa": "mpesa.services.start_stk_payment"}
 # Dotted paths of functions `manage.py pos_worker` calls each round; each returns a short summary.
-POS_WORKER_TASKS = env.list("POS_WORKER_TASKS", default=[])
+POS_WORKER_TASKS = env.list(
+    "POS_WORKER_TASKS", default=["receipts.services.retry_failed_print_jobs", "mpesa.services.sweep_mpesa"]
+)
 POS_WORKER_INTERVAL = env.float("POS_WORKER_INTERVAL", default=5.0)
+
+# --- Receipts and printers -------------------------------------------------------------------
+# Where a till with no printer configured prints: an address as `manage.py print_test` takes it
+# (tcp://host:9100, usb://04b8:0e15, serial:///dev/ttyUSB0, file:///path, lp://queue, browser).
+# A relative file:// path is under the project folder; a folder gets one .bin file per receipt.
+RECEIPTS_DEFAULT_PRINTER = env("RECEIPTS_DEFAULT_PRINTER", default="file://var/receipts")
+RECEIPTS_DEFAULT_PAPER_WIDTH = env.int("RECEIPTS_DEFAULT_PAPER_WIDTH", default=80)
+RECEIPTS_DEFAULT_PROFILE = env("RECEIPTS_DEFAULT_PROFILE", default="default")
+# Short, so a dead printer never holds up a cashier: seconds to connect, and to hand over a job.
+RECEIPTS_CONNECT_TIMEOUT = env.float("RECEIPTS_CONNECT_TIMEOUT", default=3.0)
+RECEIPTS_WRITE_TIMEOUT = env.float("RECEIPTS_WRITE_TIMEOUT", default=5.0)
+# The receipt of a completed sale is sent from a background thread, so neither the cashier's request
+# nor Safaricom's callback waits for a printer. Tests send in line, inside their own transaction.
+RECEIPTS_PRINT_IN_BACKGROUND = env.bool("RECEIPTS_PRINT_IN_BACKGROUND", default=not TESTING)
+# After sending, wait (within the write timeout) for a network printer to close the connection, as
+# CUPS does: that is how one that accepts but never reads (paper out) is caught. Turn off only for a
+# printer that keeps connections open, or every receipt to it would be reported failed.
+RECEIPTS_NETWORK_WAIT_FOR_CLOSE = env.bool("RECEIPTS_NETWORK_WAIT_FOR_CLOSE", default=True)
+# The worker retries a failed job this many times in all, waiting BACKOFF × 2^(tries − 1) seconds.
+RECEIPTS_PRINT_MAX_ATTEMPTS = env.int("RECEIPTS_PRINT_MAX_ATTEMPTS", default=5)
+RECEIPTS_RETRY_BACKOFF = env.float("RECEIPTS_RETRY_BACKOFF", default=10.0)
+# The public origin the receipt QR code points at (its verification page).
+RECEIPTS_VERIFY_BASE_URL = env("RECEIPTS_VERIFY_BASE_URL", default="http://127.0.0.1:8000")
 
 # --- M-Pesa (Daraja) -------------------------------------------------------------------------
 MPESA_ENVIRONMENT = env("MPESA_ENVIRONMENT", default="simulator")
@@ -179,3 +212,69 @@ MPESA_SHORTCODE = env("MPESA_SHORTCODE", default="174379" if _simulated else "")
 MPESA_PASSKEY = env("MPESA_PASSKEY", default=_SANDBOX_PASSKEY if _simulated else "")
 MPESA_BASE_URL = env("MPESA_BASE_URL", default="")
 MPESA_CALLBACK_BASE_URL = env("MPESA_CALLBACK_BASE_URL", default="http://127.0.0.1:8000")
+# Callback paths. Safaricom refuses URLs with "mpesa" or "safaricom" in production: set a neutral
+# prefix there and a long random token; the token-less paths are then not served at all.
+MPESA_CALLBACK_PREFIX = env("MPESA_CALLBACK_PREFIX", default="mpesa")
+MPESA_CALLBACK_TOKEN = env("MPESA_CALLBACK_TOKEN", default="")
+# Addresses (or CIDR networks) callbacks may come from: Safaricom's published list (docs/daraja.md §12).
+# The simulator posts from loopback, which is allowed only when MPESA_ENVIRONMENT=simulator.
+MPESA_CALLBACK_ALLOWED_IPS = env.list("MPESA_CALLBACK_ALLOWED_IPS", default=[
+    "196.201.214.200", "196.201.214.206", "196.201.213.114", "196.201.214.207",
+    "196.201.214.208", "196.201.213.44", "196.201.212.127", "196.201.212.138",
+    "196.201.212.129", "196.201.212.136", "196.201.212.74", "196.201.212.69",
+])
+# How many reverse proxies of ours sit in front of Django, each appending to X-Forwarded-For
+# (0: Django faces the internet). The caller is read that many hops from the right, never the left.
+MPESA_TRUSTED_PROXY_COUNT = env.int("MPESA_TRUSTED_PROXY_COUNT", default=0)
+# A callback body larger than this is stored truncated and not processed (real ones are ~1 KB).
+MPESA_CALLBACK_MAX_BYTES = env.int("MPESA_CALLBACK_MAX_BYTES", default=64 * 1024)
+# Before a success callback completes a sale, ask Daraja (STK Query) whether it really is paid.
+MPESA_STK_CONFIRM_BY_QUERY = env.bool("MPESA_STK_CONFIRM_BY_QUERY", default=False)
+# Seconds: the till stops waiting for the customer's PIN; the sweep queries a prompt this old and
+# again this often; it gives up after Daraja's prompt lifetime with room for a late callback.
+MPESA_STK_TIMEOUT = env.int("MPESA_STK_TIMEOUT", default=90)
+MPESA_SWEEP_AFTER = env.int("MPESA_SWEEP_AFTER", default=30)
+MPESA_SWEEP_REQUERY_EVERY = env.int("MPESA_SWEEP_REQUERY_EVERY", default=20)
+MPESA_STK_GIVE_UP_AFTER = env.int("MPESA_STK_GIVE_UP_AFTER", default=300)
+# The configured account: a paybill, or a till (Buy Goods) whose MPESA_SHORTCODE is the store number.
+MPESA_SHORTCODE_TYPE = env("MPESA_SHORTCODE_TYPE", default="paybill")
+MPESA_TILL_NUMBER = env("MPESA_TILL_NUMBER", default="")
+# Seconds to wait for a TCP connection to Daraja, then for its answer.
+MPESA_CONNECT_TIMEOUT = env.float("MPESA_CONNECT_TIMEOUT", default=5.0)
+MPESA_READ_TIMEOUT = env.float("MPESA_READ_TIMEOUT", default=30.0)
+# C2B register/simulate version: must match the C2B product ticked on the Daraja app.
+MPESA_C2B_VERSION = env("MPESA_C2B_VERSION", default="v2")
+# What M-Pesa does with a C2B payment when our validation URL does not answer in time.
+MPESA_C2B_RESPONSE_TYPE = env("MPESA_C2B_RESPONSE_TYPE", default="Completed")
+# Transaction Status: an API operator and its password RSA-encrypted with Safaricom's certificate.
+MPESA_INITIATOR_NAME = env("MPESA_INITIATOR_NAME", default="testapi" if _simulated else "")
+MPESA_SECURITY_CREDENTIAL = env(
+    "MPESA_SECURITY_CREDENTIAL", default="simulator-credential" if MPESA_ENVIRONMENT == "simulator" else ""
+)
+
+# --- Daraja simulator (MPESA_ENVIRONMENT=simulator only; mpesa/simulator/, /daraja-sim/) --------
+if MPESA_ENVIRONMENT == "simulator":
+    INSTALLED_APPS.append("mpesa.simulator")
+# "thread": results go out on time from a background thread; "queued" (tests): they wait for
+# mpesa.simulator.testing.deliver_callbacks_now().
+DARAJA_SIM_DELIVERY = env("DARAJA_SIM_DELIVERY", default="queued" if TESTING else "thread")
+DARAJA_SIM_CALLBACK_DELAY = env.float("DARAJA_SIM_CALLBACK_DELAY", default=2.0)  # push → result
+DARAJA_SIM_PROMPT_TIMEOUT = env.float("DARAJA_SIM_PROMPT_TIMEOUT", default=60.0)  # unanswered → 1037
+DARAJA_SIM_LATE_DELAY = env.float("DARAJA_SIM_LATE_DELAY", default=60.0)  # 254700009004's callback
+DARAJA_SIM_VALIDATION_TIMEOUT = env.float("DARAJA_SIM_VALIDATION_TIMEOUT", default=8.0)
+# Prompts to this number wait for a person on /daraja-sim/phone/ (unanswered: 1037).
+DARAJA_SIM_MANUAL_PHONE = env("DARAJA_SIM_MANUAL_PHONE", default="254700000000")
+# "sandbox": C2B URLs may be re-registered, http allowed. "production": one-time registration,
+# https only, URLs with banned words refused, no C2B simulate API.
+DARAJA_SIM_MODE = env("DARAJA_SIM_MODE", default="sandbox")
+# Shortcodes besides MPESA_SHORTCODE: "600100" (a paybill) or "600200:5200200" (store:till).
+DARAJA_SIM_EXTRA_SHORTCODES = env.list("DARAJA_SIM_EXTRA_SHORTCODES", default=[])
+# Same amount from the same phone within this many seconds: ResultCode 17 (0: off).
+DARAJA_SIM_SAME_AMOUNT_WINDOW = env.int("DARAJA_SIM_SAME_AMOUNT_WINDOW", default=120)
+DARAJA_SIM_C2B_FOR_STK = env.bool("DARAJA_SIM_C2B_FOR_STK", default=False)  # STK also confirmed as C2B
+DARAJA_SIM_SINGLE_TOKEN = env.bool("DARAJA_SIM_SINGLE_TOKEN", default=False)  # a new token revokes the old
+DARAJA_SIM_MAX_TPS = env.int("DARAJA_SIM_MAX_TPS", default=0)  # spike arrest (500.003.02); 0: off
+if DARAJA_SIM_DELIVERY not in ("thread", "queued") or DARAJA_SIM_MODE not in ("sandbox", "production"):
+    raise ImproperlyConfigured(
+        "DARAJA_SIM_DELIVERY takes 'thread' or 'queued'; DARAJA_SIM_MODE takes 'sandbox' or 'production'."
+    )

@@ -3,7 +3,8 @@
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import Case, F, IntegerField, Sum, Value, When
+from django.utils import timezone
 
 from .models import Product, StockLevel, StockMovement
 
@@ -41,50 +42,61 @@ def move_stock(
 ) -> list[StockMovement]:
     """Apply signed quantity changes to one shop's stock and write one ledger row for each.
 
-    Stock rows are locked in product-id order, so two workflows touching the same products
-    cannot deadlock. A decrease that would go below zero raises InsufficientStock and, being
-    inside the caller's transaction, writes nothing.
+    A decrease that would go below zero raises InsufficientStock before anything is written.
     """
     if any(change.quantity == 0 for change in changes):
         raise StockError("A stock movement needs a quantity other than zero.")
+    if len({change.product_id for change in changes}) != len(changes):
+        raise StockError("Each product may appear once in a stock movement.")
     changes = sorted(changes, key=lambda c: c.product_id)
     product_ids = [c.product_id for c in changes]
     with transaction.atomic():
-        StockLevel.objects.bulk_create(
-            [StockLevel(shop_id=shop_id, product_id=pid) for pid in product_ids], ignore_conflicts=True
-        )
-        # Lock in a fixed order (product id) before reading: see the docstring.
-        levels = {
-            level.product_id: level
-            for level in StockLevel.objects.select_for_update()
-            .filter(shop_id=shop_id, product_id__in=product_ids)
-            .select_related("product")
-            .order_by("product_id")
-        }
-        movements = []
+        levels = _lock_stock_levels(shop_id, product_ids)
+        if len(levels) < len(product_ids):
+            StockLevel.objects.bulk_create(
+                [StockLevel(shop_id=shop_id, product_id=pid) for pid in product_ids if pid not in levels],
+                ignore_conflicts=True,
+            )
+            levels = _lock_stock_levels(shop_id, product_ids)
         for change in changes:
             level = levels[change.product_id]
-            # Conditional update: never below zero, even if a stale read slipped through.
-            updated = StockLevel.objects.filter(
-                pk=level.pk, on_hand__gte=-change.quantity if change.quantity < 0 else 0
-            ).update(on_hand=F("on_hand") + change.quantity)
-            if not updated:
+            if level.on_hand + change.quantity < 0:
                 raise InsufficientStock(level.product, -change.quantity, level.on_hand)
-            level.on_hand += change.quantity
-            movements.append(
-                StockMovement(
-                    shop_id=shop_id,
-                    product_id=change.product_id,
-                    quantity=change.quantity,
-                    balance_after=level.on_hand,
-                    kind=kind,
-                    sale_id=sale_id,
-                    reference=reference,
-                    reason=reason,
-                    created_by=user,
-                )
+        # One relative UPDATE for every line; the rows are locked and checked, and the
+        # stock_never_negative constraint still stands behind it.
+        StockLevel.objects.filter(pk__in=[level.pk for level in levels.values()]).update(
+            on_hand=F("on_hand") + Case(
+                *[When(pk=levels[c.product_id].pk, then=Value(c.quantity)) for c in changes],
+                output_field=IntegerField(),
+            ),
+            updated_at=timezone.now(),
+        )
+        movements = [
+            StockMovement(
+                shop_id=shop_id,
+                product_id=change.product_id,
+                quantity=change.quantity,
+                balance_after=levels[change.product_id].on_hand + change.quantity,
+                kind=kind,
+                sale_id=sale_id,
+                reference=reference,
+                reason=reason,
+                created_by=user,
             )
+            for change in changes
+        ]
         return StockMovement.objects.bulk_create(movements)
+
+
+def _lock_stock_levels(shop_id: int, product_ids: list[int]) -> dict[int, StockLevel]:
+    # Locked in product-id order, so two workflows touching the same products cannot deadlock.
+    return {
+        level.product_id: level
+        for level in StockLevel.objects.select_for_update(of=("self",))
+        .filter(shop_id=shop_id, product_id__in=product_ids)
+        .select_related("product")
+        .order_by("product_id")
+    }
 
 
 def receive_stock(*, shop_id: int, product_id: int, quantity: int, user=None, reference: str = "",

@@ -1,3 +1,90 @@
-from django.shortcuts import render
+"""Safaricom's callbacks (stored raw first, answered fast) and the till's M-Pesa endpoints."""
 
-# Create your views here.
+import logging
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+from rest_framework import serializers, status
+from rest_framework.response import Response
+
+from pos.api import CashierAPIView
+from pos.views import _sale_or_404, _staff_or_404
+
+from . import services
+from .models import CallbackLog
+
+logger = logging.getLogger(__name__)
+# Never stored: a session or credentials sent to a callback URL by mistake.
+_UNSTORED_HEADERS = {"cookie", "authorization", "proxy-authorization"}
+
+
+def _receive(request, kind: str, answer: dict) -> JsonResponse:
+    limit = settings.MPESA_CALLBACK_MAX_BYTES
+    body = request.read(limit + 1)
+    try:
+        log = services.record_callback(
+            kind=kind, body=body[:limit], truncated=len(body) > limit,
+            headers={k: v for k, v in request.headers.items() if k.lower() not in _UNSTORED_HEADERS},
+            remote_addr=request.META.get("REMOTE_ADDR", ""),
+            forwarded_for=request.META.get("HTTP_X_FORWARDED_FOR", ""), path=request.path,
+        )
+    except DatabaseError:
+        # Only here does Safaricom get a non-200: nothing was stored, so nothing may be acknowledged.
+        logger.exception("could not store a %s callback", kind)
+        return JsonResponse({"ResultCode": 1, "ResultDesc": "Temporarily unavailable"}, status=503)
+    if log.status == CallbackLog.Status.RECEIVED:
+        services.process_callback(log.pk)
+    return JsonResponse(answer)
+
+
+def _callback_view(kind: str, answer: dict):
+    # Outside ATOMIC_REQUESTS, or the raw row would roll back with a processing error.
+    @csrf_exempt
+    @transaction.non_atomic_requests
+    @require_POST
+    def view(request, token: str | None = None):
+        return _receive(request, kind, answer)
+
+    view.__name__ = f"{kind}_callback"
+    return view
+
+
+stk_callback = _callback_view(CallbackLog.Kind.STK, services.ACCEPTED)
+c2b_confirmation = _callback_view(CallbackLog.Kind.C2B_CONFIRMATION, services.ACCEPTED)
+c2b_timeout = _callback_view(CallbackLog.Kind.C2B_TIMEOUT, services.ACCEPTED)
+# Validation decides whether M-Pesa takes the money; every payment is accepted and reconciled later.
+c2b_validation = _callback_view(CallbackLog.Kind.C2B_VALIDATION, {"ResultCode": "0", "ResultDesc": "Accepted"})
+
+
+def healthz(request):
+    return JsonResponse({"ok": True})
+
+
+class CheckMpesaPaymentView(CashierAPIView):
+    """GET /cashier/check-mpesa-payment/<id>: polled every second by the till, so kept to one query."""
+
+    def get(self, request, sale_id: int):
+        status = services.get_payment_status(sale_id=sale_id, user_id=request.user.pk)
+        if status is None:
+            raise Http404
+        return Response(status)
+
+
+class StartStkPaymentView(CashierAPIView):
+    """POST /cashier/sales/<id>/mpesa {phone, amount?}: a prompt for a pending sale's balance or part of it."""
+
+    class InputSerializer(serializers.Serializer):
+        phone = serializers.CharField(required=False, allow_blank=True, max_length=20, default="")
+        amount = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=20,
+                                       default=None)
+
+    def post(self, request, sale_id: int):
+        sale = _sale_or_404(_staff_or_404(request), sale_id)
+        data = self.validated(request, self.InputSerializer)
+        started = services.start_stk_payment(
+            sale=sale, phone=data["phone"] or sale.customer_phone, user=request.user, amount=data["amount"],
+        )
+        return Response({"success": True, "sale_id": sale.pk, **started}, status=status.HTTP_201_CREATED)

@@ -1,7 +1,107 @@
+"""The cashier's pages: the till, today's sales. The JSON endpoints the till calls are in api.py."""
+
+from datetime import datetime, time
+from functools import wraps
+
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils import timezone
+
+from .models import Sale, Staff
+from .services import SaleError, find_cashier_till
+
+NOT_STAFF_MESSAGE = (
+    "Your login is not set up as staff of a shop, so it cannot use the till. "
+    "Ask a manager to add you under Staff in the admin."
+)
 
 
-@login_required
-def home(request):
-    return HttpResponse("Comolor POS")
+def _get_staff(user) -> Staff | None:
+    # pos.backends.StaffBackend has already joined the Staff row to the user.
+    if not user.is_authenticated:
+        return None
+    try:
+        return user.staff
+    except Staff.DoesNotExist:
+        return None
+
+
+def _staff_or_404(request) -> Staff:
+    """The logged-in user's Staff row, with shop and default till loaded.
+
+    A login that is not staff gets PermissionDenied (403, in words); a sale of another shop is a 404
+    through `_sale_or_404`, so nobody learns which sale ids exist elsewhere.
+    """
+    staff = _get_staff(request.user)
+    if staff is None:
+        raise PermissionDenied(NOT_STAFF_MESSAGE)
+    return staff
+
+
+def _sale_or_404(staff: Staff, sale_id: int) -> Sale:
+    return get_object_or_404(Sale.objects.select_related("till", "cashier"), pk=sale_id, shop_id=staff.shop_id)
+
+
+def _staff_page(view):
+    """Login required; a login without a Staff row sees a page saying what to do (403)."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        staff = _get_staff(request.user)
+        if staff is None:
+            return render(request, "pos/no_staff.html", {"message": NOT_STAFF_MESSAGE}, status=403)
+        return view(request, staff, *args, **kwargs)
+
+    return wrapper
+
+
+def _url_template(name: str) -> str:
+    """A URL with `{id}` where the sale id goes, for the till's JavaScript."""
+    return reverse(name, args=[987654321]).replace("987654321", "{id}")
+
+
+@_staff_page
+def home(request, staff):
+    try:
+        till, till_error = find_cashier_till(staff), ""
+    except SaleError as error:
+        till, till_error = None, str(error)
+    config = {
+        "urls": {
+            "createSale": reverse("pos:create-sale"),
+            "products": reverse("pos:products"),
+            "sale": _url_template("pos:sale"),
+            "saleCash": _url_template("pos:sale-cash"),
+            "saleCancel": _url_template("pos:sale-cancel"),
+            "recentSales": reverse("pos:recent-sales"),
+        },
+        "shop": staff.shop.name,
+        "till": till.name if till else "",
+    }
+    return render(request, "pos/till.html", {
+        "staff": staff, "till": till, "till_error": till_error, "till_config": config,
+    })
+
+
+@_staff_page
+def recent_sales(request, staff):
+    """Today's sales of this cashier in this shop, newest first, with a reprint link."""
+    today = timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
+    sales = (
+        Sale.objects.filter(shop_id=staff.shop_id, cashier=request.user, created_at__gte=today)
+        .select_related("till")
+        .prefetch_related("payments")
+    )
+    rows = []
+    for sale in sales:
+        methods = sorted({payment.get_method_display() for payment in sale.payments.all()})
+        rows.append({"sale": sale, "methods": " + ".join(methods) or "—",
+                     "receipt_url": reverse("receipts:html", args=[sale.pk])})
+    completed = [row["sale"] for row in rows if row["sale"].status == Sale.Status.COMPLETED]
+    return render(request, "pos/recent_sales.html", {
+        "staff": staff, "rows": rows, "today": timezone.localdate(),
+        "completed_count": len(completed), "completed_total": sum(s.total for s in completed),
+    })

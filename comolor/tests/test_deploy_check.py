@@ -1,0 +1,42 @@
+"""`manage.py check --deploy` with the production configuration from the README reports nothing."""
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+PRODUCTION = {
+    "DEBUG": "False",
+    "SECRET_KEY": secrets.token_urlsafe(64),
+    "ALLOWED_HOSTS": "pos.example.co.ke",
+    "CSRF_TRUSTED_ORIGINS": "https://pos.example.co.ke",
+    "MPESA_ENVIRONMENT": "sandbox",
+    "MPESA_CONSUMER_KEY": "sandbox-consumer-key",
+    "MPESA_CONSUMER_SECRET": "sandbox-consumer-secret",
+    "MPESA_CALLBACK_BASE_URL": "https://pos.example.co.ke",
+    "MPESA_CALLBACK_PREFIX": "hooks",
+    "MPESA_CALLBACK_TOKEN": secrets.token_urlsafe(24),
+}
+
+
+def run_check(**overrides):
+    # A separate process: settings are read once, and production settings must not see pytest.
+    env = {**os.environ, **PRODUCTION, **overrides}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_the_production_configuration_passes_the_deployment_checks():
+    result = run_check()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_the_deployment_checks_do_fail_on_a_weak_configuration():
+    result = run_check(SECRET_KEY="short", SECURE_HSTS_SECONDS="0")
+    assert result.returncode != 0
+    assert "security.W009" in result.stderr and "security.W004" in result.stderr

@@ -1,0 +1,1 @@
+"""A stateful Daraja for development and tests, served under /daraja-sim/ (simulator mode only)."""
