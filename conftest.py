@@ -7,6 +7,9 @@ from inventory.services import receive_stock
 from inventory.tests.factories import ProductFactory
 from pos.tests.factories import ShopFactory, StaffFactory, TillFactory, UserFactory
 
+# The browser journeys' fixtures: browser, page, till_page, screenshot.
+pytest_plugins = ["comolor.testing.browser"]
+
 
 @pytest.fixture(autouse=True)
 def _fast_and_isolated(settings, tmp_path):

@@ -1,7 +1,7 @@
 """Issue 4 bench: STK callbacks per second and their p99, a trivial JSON view for comparison, and
 the till's status poll, over HTTP against gunicorn on PostgreSQL with DEBUG off.
 
-    .venv/bin/python bench/bench_callbacks.py [--seconds 20] [--rate 300] [--workers 5] [--clients 8]
+    .venv/bin/python bench/bench_callbacks.py [--seconds 20] [--rate 300] [--workers 3] [--clients 8]
 
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres). Rebuilds the database `h_stk` (migrate), seeds
 one pending sale with an open STK request per callback to be sent, starts gunicorn on port 8113
@@ -110,7 +110,9 @@ def seed(count: int, products: int) -> tuple[list[str], list[int], str]:
         for n, sale in enumerate(sales)
     ], batch_size=2000)
     session = SessionStore()
-    session[SESSION_KEY], session[BACKEND_SESSION_KEY] = str(cashier.pk), "django.contrib.auth.backends.ModelBackend"
+    from django.conf import settings
+
+    session[SESSION_KEY], session[BACKEND_SESSION_KEY] = str(cashier.pk), settings.AUTHENTICATION_BACKENDS[0]
     session[HASH_SESSION_KEY] = cashier.get_session_auth_hash()
     session.save()
     return [r.checkout_request_id for r in requests], [s.pk for s in sales], session.session_key
@@ -252,11 +254,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--rate", type=float, default=300, help="open-loop callbacks per second")
-    parser.add_argument("--workers", type=int, default=5, help="gunicorn sync workers")
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn sync workers (3 did best on 2 CPUs)")
     parser.add_argument("--clients", type=int, default=8, help="connections in the closed-loop runs")
+    parser.add_argument("--unix-socket", action="store_true",
+                        help="reach PostgreSQL over its Unix socket (same machine) instead of TCP 127.0.0.1")
     parser.add_argument("--products", type=int, default=50,
                         help="products the sales are spread over (1: every completion queues on one stock row)")
     args = parser.parse_args()
+    if args.unix_socket:
+        ENV["DATABASE_URL"] = f"postgres://postgres@/{DB_NAME}"  # no host: libpq's default socket
 
     # Enough prompts for both callback runs at up to 1,000 callbacks/s, plus the open-loop run.
     count = int(args.seconds * 1000 + args.rate * args.seconds) + 1000
@@ -265,7 +271,8 @@ def main() -> None:
     checkout_ids, sale_ids, session_key = seed(count, args.products)
     server = start_gunicorn(args.workers)
     print(f"gunicorn: {args.workers} sync workers on {HOST}:{PORT}, DEBUG off, PostgreSQL, {os.cpu_count()} CPUs, "
-          f"sales spread over {args.products} products; load average before: {os.getloadavg()[0]:.1f}", flush=True)
+          f"sales spread over {args.products} products, PostgreSQL over {'Unix socket' if args.unix_socket else 'TCP'}; "
+          f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
     try:
         json_headers = {"Content-Type": "application/json"}
         callbacks = Work(lambda n: ("POST", "/mpesa/stk/callback",

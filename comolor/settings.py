@@ -24,6 +24,8 @@ DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env("SECRET_KEY", default="django-insecure-development-key-do-not-use-in-production")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# The public origin of this installation: receipt QR codes and M-Pesa callbacks point here.
+SITE_URL = env("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -164,6 +166,8 @@ POS_SALE_COMPLETED_HOOKS = env.list(
 )
 # Payment methods other than cash, each started by a function of the app that owns it.
 POS_PAYMENT_STARTERS = {"mpesa": "mpesa.services.start_stk_payment"}
+# Checked before a sale is created for that method (shop, phone, amount); a SaleError writes nothing.
+POS_PAYMENT_CHECKS = {"mpesa": "mpesa.services.check_stk_payment"}
 # Dotted paths of functions `manage.py pos_worker` calls each round; each returns a short summary.
 POS_WORKER_TASKS = env.list(
     "POS_WORKER_TASKS", default=["receipts.services.retry_failed_print_jobs", "mpesa.services.sweep_mpesa"]
@@ -191,7 +195,7 @@ RECEIPTS_NETWORK_WAIT_FOR_CLOSE = env.bool("RECEIPTS_NETWORK_WAIT_FOR_CLOSE", de
 RECEIPTS_PRINT_MAX_ATTEMPTS = env.int("RECEIPTS_PRINT_MAX_ATTEMPTS", default=5)
 RECEIPTS_RETRY_BACKOFF = env.float("RECEIPTS_RETRY_BACKOFF", default=10.0)
 # The public origin the receipt QR code points at (its verification page).
-RECEIPTS_VERIFY_BASE_URL = env("RECEIPTS_VERIFY_BASE_URL", default="http://127.0.0.1:8000")
+RECEIPTS_VERIFY_BASE_URL = env("RECEIPTS_VERIFY_BASE_URL", default=SITE_URL)
 
 # --- M-Pesa (Daraja) -------------------------------------------------------------------------
 MPESA_ENVIRONMENT = env("MPESA_ENVIRONMENT", default="simulator")
@@ -211,7 +215,7 @@ MPESA_CONSUMER_SECRET = env("MPESA_CONSUMER_SECRET", default="simulator-secret" 
 MPESA_SHORTCODE = env("MPESA_SHORTCODE", default="174379" if _simulated else "")
 MPESA_PASSKEY = env("MPESA_PASSKEY", default=_SANDBOX_PASSKEY if _simulated else "")
 MPESA_BASE_URL = env("MPESA_BASE_URL", default="")
-MPESA_CALLBACK_BASE_URL = env("MPESA_CALLBACK_BASE_URL", default="http://127.0.0.1:8000")
+MPESA_CALLBACK_BASE_URL = env("MPESA_CALLBACK_BASE_URL", default=SITE_URL)
 # Callback paths. Safaricom refuses URLs with "mpesa" or "safaricom" in production: set a neutral
 # prefix there and a long random token; the token-less paths are then not served at all.
 MPESA_CALLBACK_PREFIX = env("MPESA_CALLBACK_PREFIX", default="mpesa")

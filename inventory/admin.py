@@ -9,6 +9,7 @@ from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html
 
 from . import services
@@ -86,6 +87,11 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def short_time(moment) -> str:
+    """A change-list time that fits one narrow column: "28/11/26 09:39"."""
+    return formats.date_format(timezone.localtime(moment), "d/m/y H:i")
 
 
 def _move_stock_url(**params) -> str:
@@ -259,11 +265,20 @@ class MoveStockForm(forms.Form):
 
 @admin.register(StockMovement)
 class StockMovementAdmin(ReadOnlyAdminMixin, ShopScopedAdmin):
-    list_display = ["created_at", "shop", "product", "kind", "quantity", "balance_after", "sale",
-                    "reference", "reason", "created_by"]
+    # What moved, how and the balance first; the shop and the paperwork after them.
+    list_display = ["time", "product", "kind", "quantity", "balance", "shop", "sale", "reference", "reason",
+                    "created_by"]
     list_select_related = ["shop", "product", "sale", "created_by"]
     list_filter = ["kind", ("shop", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["=product__barcode", "product__sku", "product__name", "reference"]
     date_hierarchy = "created_at"
     list_per_page = 100
     show_full_result_count = False
+
+    @admin.display(description="time", ordering="created_at")
+    def time(self, obj):
+        return short_time(obj.created_at)
+
+    @admin.display(description="balance", ordering="balance_after")
+    def balance(self, obj):
+        return obj.balance_after

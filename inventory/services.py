@@ -44,48 +44,55 @@ def move_stock(
 
     A decrease that would go below zero raises InsufficientStock before anything is written.
     """
+    with transaction.atomic():
+        return _move_stock(shop_id=shop_id, changes=changes, kind=kind, user_id=user.pk if user else None,
+                           sale_id=sale_id, reference=reference, reason=reason)
+
+
+def _move_stock(*, shop_id: int, changes: list[StockChange], kind: str, user_id: int | None,
+                sale_id: int | None, reference: str, reason: str) -> list[StockMovement]:
+    """move_stock's work inside the caller's transaction (the stock rows are locked until it ends)."""
     if any(change.quantity == 0 for change in changes):
         raise StockError("A stock movement needs a quantity other than zero.")
     if len({change.product_id for change in changes}) != len(changes):
         raise StockError("Each product may appear once in a stock movement.")
     changes = sorted(changes, key=lambda c: c.product_id)
     product_ids = [c.product_id for c in changes]
-    with transaction.atomic():
-        levels = _lock_stock_levels(shop_id, product_ids)
-        if len(levels) < len(product_ids):
-            StockLevel.objects.bulk_create(
-                [StockLevel(shop_id=shop_id, product_id=pid) for pid in product_ids if pid not in levels],
-                ignore_conflicts=True,
-            )
-            levels = _lock_stock_levels(shop_id, product_ids)
-        for change in changes:
-            level = levels[change.product_id]
-            if level.on_hand + change.quantity < 0:
-                raise InsufficientStock(level.product, -change.quantity, level.on_hand)
-        # One relative UPDATE for every line; the rows are locked and checked, and the
-        # stock_never_negative constraint still stands behind it.
-        StockLevel.objects.filter(pk__in=[level.pk for level in levels.values()]).update(
-            on_hand=F("on_hand") + Case(
-                *[When(pk=levels[c.product_id].pk, then=Value(c.quantity)) for c in changes],
-                output_field=IntegerField(),
-            ),
-            updated_at=timezone.now(),
+    levels = _lock_stock_levels(shop_id, product_ids)
+    if len(levels) < len(product_ids):
+        StockLevel.objects.bulk_create(
+            [StockLevel(shop_id=shop_id, product_id=pid) for pid in product_ids if pid not in levels],
+            ignore_conflicts=True,
         )
-        movements = [
-            StockMovement(
-                shop_id=shop_id,
-                product_id=change.product_id,
-                quantity=change.quantity,
-                balance_after=levels[change.product_id].on_hand + change.quantity,
-                kind=kind,
-                sale_id=sale_id,
-                reference=reference,
-                reason=reason,
-                created_by=user,
-            )
-            for change in changes
-        ]
-        return StockMovement.objects.bulk_create(movements)
+        levels = _lock_stock_levels(shop_id, product_ids)
+    for change in changes:
+        level = levels[change.product_id]
+        if level.on_hand + change.quantity < 0:
+            raise InsufficientStock(level.product, -change.quantity, level.on_hand)
+    # One relative UPDATE for every line; the rows are locked and checked, and the
+    # stock_never_negative constraint still stands behind it.
+    StockLevel.objects.filter(pk__in=[level.pk for level in levels.values()]).update(
+        on_hand=F("on_hand") + Case(
+            *[When(pk=levels[c.product_id].pk, then=Value(c.quantity)) for c in changes],
+            output_field=IntegerField(),
+        ),
+        updated_at=timezone.now(),
+    )
+    movements = [
+        StockMovement(
+            shop_id=shop_id,
+            product_id=change.product_id,
+            quantity=change.quantity,
+            balance_after=levels[change.product_id].on_hand + change.quantity,
+            kind=kind,
+            sale_id=sale_id,
+            reference=reference,
+            reason=reason,
+            created_by_id=user_id,
+        )
+        for change in changes
+    ]
+    return StockMovement.objects.bulk_create(movements)
 
 
 def _lock_stock_levels(shop_id: int, product_ids: list[int]) -> dict[int, StockLevel]:
@@ -147,11 +154,16 @@ def transfer_stock(*, from_shop_id: int, to_shop_id: int, product_id: int, quant
         return moved[Kind.TRANSFER_OUT], moved[Kind.TRANSFER_IN]
 
 
-def sell_stock(*, shop_id: int, sale_id: int, lines: list[tuple[int, int]], user=None,
+def sell_stock(*, shop_id: int, sale_id: int, lines: list[tuple[int, int]], user_id: int | None = None,
                reference: str = "") -> list[StockMovement]:
-    """Take a completed sale's (product_id, quantity) lines out of stock, once per sale."""
-    return move_stock(shop_id=shop_id, changes=[StockChange(pid, -qty) for pid, qty in lines],
-                      kind=Kind.SALE, user=user, sale_id=sale_id, reference=reference)
+    """Take a completed sale's (product_id, quantity) lines out of stock, once per sale.
+
+    Inside a transaction it adds no savepoint: its one caller (completing a sale) never catches
+    InsufficientStock and carries on, so a failure rolls back with the caller's own block.
+    """
+    with transaction.atomic(savepoint=False):
+        return _move_stock(shop_id=shop_id, changes=[StockChange(pid, -qty) for pid, qty in lines],
+                           kind=Kind.SALE, user_id=user_id, sale_id=sale_id, reference=reference, reason="")
 
 
 def return_stock(*, shop_id: int, sale_id: int, lines: list[tuple[int, int]], user=None,

@@ -2,6 +2,8 @@
 
 Every call is written to `DarajaCall`, redacted. Pushes are never retried: after a
 `DarajaUnavailable` on a push the prompt may or may not have gone out, and only STK Query can tell.
+Its subclass `DarajaNotReached` (`request_sent` False) is the exception: no connection was made or
+no token could be had, so nothing was sent and the push may be tried again.
 Token, query and status calls may be retried once.
 """
 
@@ -20,6 +22,7 @@ from django.core.cache import cache
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
 
 from comolor.logging import redact, redact_payload
 from mpesa.conf import BUY_GOODS_ONLINE, PAYBILL_ONLINE, MpesaConfig, callback_url_problems, mpesa_config
@@ -73,6 +76,17 @@ class DarajaRateLimited(DarajaError):
 class DarajaUnavailable(DarajaError):
     """No usable answer: network error, timeout, 5xx or a gateway's HTML page. On a push the
     outcome is unknown: never push again, resolve it by STK Query."""
+
+    # Whether the request may have reached Daraja. Only then is a push's outcome unknown.
+    request_sent = True
+
+
+class DarajaNotReached(DarajaUnavailable):
+    """The request was never sent: no connection could be made (refused, no DNS, connect timeout)
+    or, for a push, no access token could be had. Nothing happened at Daraja; a push may be sent
+    again."""
+
+    request_sent = False
 
 
 @dataclass(frozen=True)
@@ -228,7 +242,7 @@ class DarajaClient:
     # --- Transport -----------------------------------------------------------------------
 
     def _authorised_post(self, config: MpesaConfig, path: str, payload: dict, *, operation: str) -> dict:
-        token = self.access_token()
+        token = self._token_for(operation)
         try:
             return self._call(config, "POST", path, json=payload, token=token, operation=operation)
         except DarajaAuthError as error:
@@ -236,8 +250,20 @@ class DarajaClient:
                 raise
             # Daraja turned the request away at its gateway, so nothing was done and sending it
             # again (even a push) with a fresh token cannot double anything.
-            token = self.access_token(refused=token)
+            token = self._token_for(operation, refused=token)
             return self._call(config, "POST", path, json=payload, token=token, operation=operation)
+
+    def _token_for(self, operation: str, *, refused: str | None = None) -> str:
+        """A token for a call that has not been sent: if none can be had, the call never went out."""
+        try:
+            return self.access_token(refused=refused)
+        except DarajaUnavailable as error:
+            # However the token request failed (even after it was sent), the call itself never was.
+            raise DarajaNotReached(
+                f"No Daraja access token for the {operation}, so it was not sent: {error.message}",
+                error_code=error.error_code, error_message=error.error_message, request_id=error.request_id,
+                http_status=error.http_status,
+            ) from error
 
     def _call(self, config: MpesaConfig, method: str, path: str, *, operation: str, json=None,
               params=None, auth=None, token=None) -> dict:
@@ -254,7 +280,7 @@ class DarajaClient:
                     timeout=(config.connect_timeout, config.read_timeout),
                 )
             except requests.ConnectTimeout as exc:
-                raise DarajaUnavailable(
+                raise DarajaNotReached(
                     f"Daraja did not accept a connection for the {operation} within {config.connect_timeout:g} s."
                 ) from exc
             except requests.Timeout as exc:
@@ -262,7 +288,10 @@ class DarajaClient:
                     f"Daraja did not answer the {operation} within {config.read_timeout:g} s."
                 ) from exc
             except requests.RequestException as exc:
-                raise DarajaUnavailable(
+                # Refused, unresolvable or unconnectable: nothing was sent. A connection dropped
+                # once the request was on its way (or anything else) leaves the outcome unknown.
+                error_class = DarajaNotReached if _never_connected(exc) else DarajaUnavailable
+                raise error_class(
                     f"Could not reach Daraja at {config.base_url} for the {operation}: {_reason(exc)}."
                 ) from exc
             body = _json_body(response)
@@ -602,6 +631,17 @@ def _json_body(response: requests.Response):
         return response.json()
     except ValueError:
         return None
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    """True only when no connection was made, so the request cannot have been sent.
+
+    requests wraps urllib3's MaxRetryError, whose `reason` is a NewConnectionError (refused,
+    unreachable, DNS failure: NameResolutionError is a subclass) when connecting failed.
+    """
+    wrapped = exc.args[0] if exc.args else None
+    reason = getattr(wrapped, "reason", wrapped)
+    return isinstance(reason, NewConnectionError)
 
 
 def _reason(exc: Exception) -> str:

@@ -87,7 +87,7 @@ class StkRequest(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.CREATED)
     result_code = models.CharField(max_length=20, blank=True)
     result_desc = models.CharField(max_length=255, blank=True)
-    mpesa_receipt = models.CharField(max_length=20, blank=True)
+    mpesa_receipt = models.CharField("M-Pesa receipt", max_length=20, blank=True)
     query_count = models.PositiveSmallIntegerField(default=0)
     last_queried_at = models.DateTimeField(null=True, blank=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
@@ -95,6 +95,8 @@ class StkRequest(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "STK request"
+        verbose_name_plural = "STK requests"
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["status", "created_at"]), models.Index(fields=["phone", "created_at"])]
         constraints = [
@@ -130,7 +132,7 @@ class CallbackLog(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices)
     body = models.BinaryField(help_text="Exactly the bytes received.")
     headers = models.JSONField(default=dict)
-    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    source_ip = models.GenericIPAddressField("source IP", null=True, blank=True)
     path = models.CharField(max_length=255, blank=True)
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
@@ -141,6 +143,7 @@ class CallbackLog(models.Model):
     trans_id = models.CharField(max_length=20, blank=True, db_index=True)
 
     class Meta:
+        verbose_name = "raw callback"
         ordering = ["-received_at", "-id"]
         indexes = [models.Index(fields=["status", "received_at"])]
 
@@ -193,6 +196,7 @@ class MpesaTransaction(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
+        verbose_name = "M-Pesa transaction"
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["match_status", "created_at"]),

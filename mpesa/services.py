@@ -28,7 +28,7 @@ from pos.models import Payment, Sale
 from pos.services import SaleError, record_payment
 
 from .conf import callback_url, mpesa_config
-from .daraja import DarajaBusy, DarajaError, DarajaUnavailable, StkQueryResult, get_client
+from .daraja import DarajaBusy, DarajaError, DarajaNotReached, DarajaUnavailable, StkQueryResult, get_client
 from .models import CallbackLog, MpesaAccount, MpesaTransaction, StkRequest
 from .phone import InvalidPhone, normalise_phone
 
@@ -67,6 +67,7 @@ RESULT_MESSAGES = {
     "8006": "The customer's M-Pesa PIN is locked (they should call 100). Take cash.",
     "9999": "M-Pesa could not send the prompt. " + AGAIN,
 }
+NOT_SENT_MESSAGE = "Could not reach M-Pesa: the prompt was not sent. Try again or take cash."
 REFUSED_MESSAGE_BUSY = (
     "The customer's phone is busy with another M-Pesa transaction (unable to lock subscriber). "
     "Wait a minute and send again, or take cash."
@@ -96,6 +97,38 @@ def start_stk_payment(*, sale: Sale, phone: str, user=None, amount: int | None =
     return _send_stk_push(stk)
 
 
+def check_stk_payment(*, shop, phone: str, amount: Decimal) -> None:
+    """POS_PAYMENT_CHECKS: refuse, before the sale exists, a prompt that could not go out.
+
+    The same rules are checked again, under the sale's lock, when the prompt is started.
+    """
+    try:
+        msisdn = normalise_phone(phone)
+    except InvalidPhone as error:
+        raise SaleError(str(error)) from error
+    _refuse_busy_phone(msisdn, math.ceil(amount))
+
+
+def _refuse_busy_phone(phone: str, amount: int) -> None:
+    """One prompt open per phone, and M-Pesa's rule: not the same amount again within 2 minutes."""
+    if StkRequest.objects.filter(phone=phone, status__in=AWAITING).exists():
+        raise SaleError(
+            f"{mask_phone(phone)} already has an M-Pesa prompt open for another sale. "
+            "Wait for it to finish, or take cash."
+        )
+    since = timezone.now() - SAME_AMOUNT_WINDOW
+    recent = (
+        StkRequest.objects.filter(phone=phone, amount=amount, created_at__gte=since)
+        .exclude(status=StkRequest.Status.REFUSED).order_by("-created_at").first()
+    )
+    if recent is not None:
+        wait = max(1, math.ceil((recent.created_at + SAME_AMOUNT_WINDOW - timezone.now()).total_seconds()))
+        raise SaleError(
+            f"M-Pesa refuses the same amount (KES {amount}) to the same phone within 2 minutes. "
+            f"Wait {wait} s or take another method (cash, or part cash and part M-Pesa)."
+        )
+
+
 def _create_stk_request(*, sale_id: int, phone: str, amount, user) -> StkRequest:
     with transaction.atomic():
         # Sale row first: a double click's second request waits here, then sees the first one.
@@ -111,22 +144,7 @@ def _create_stk_request(*, sale_id: int, phone: str, amount, user) -> StkRequest
         open_request = sale.stk_requests.filter(status__in=AWAITING).first()
         if open_request is not None:
             raise SaleError(_already_open_message(open_request))
-        if StkRequest.objects.filter(phone=phone, status__in=AWAITING).exists():
-            raise SaleError(
-                f"{mask_phone(phone)} already has an M-Pesa prompt open for another sale. "
-                "Wait for it to finish, or take cash."
-            )
-        since = timezone.now() - SAME_AMOUNT_WINDOW
-        recent = (
-            StkRequest.objects.filter(phone=phone, amount=amount, created_at__gte=since)
-            .exclude(status=StkRequest.Status.REFUSED).order_by("-created_at").first()
-        )
-        if recent is not None:
-            wait = max(1, math.ceil((recent.created_at + SAME_AMOUNT_WINDOW - timezone.now()).total_seconds()))
-            raise SaleError(
-                f"M-Pesa refuses the same amount (KES {amount}) to the same phone within 2 minutes. "
-                f"Wait {wait} s or take another method (cash, or part cash and part M-Pesa)."
-            )
+        _refuse_busy_phone(phone, amount)
         try:
             with transaction.atomic():
                 return StkRequest.objects.create(
@@ -178,6 +196,13 @@ def _send_stk_push(stk: StkRequest) -> dict:
             party_b=account.party_b if account else config.party_b,
             transaction_type=account.transaction_type if account else config.transaction_type,
         )
+    except DarajaNotReached as error:
+        # Nothing went out: the request ends here, freeing the phone and the sale for another try.
+        StkRequest.objects.filter(pk=stk.pk, status=StkRequest.Status.CREATED).update(
+            status=StkRequest.Status.REFUSED, result_desc=NOT_SENT_MESSAGE, resolved_at=timezone.now(),
+        )
+        logger.warning("STK push %s not sent: %s", stk.pk, error.message)
+        raise SaleError(NOT_SENT_MESSAGE) from error
     except DarajaUnavailable as error:
         # The push may have gone out: never push again; the sweep resolves it by STK Query.
         StkRequest.objects.filter(pk=stk.pk, status=StkRequest.Status.CREATED).update(
@@ -226,18 +251,30 @@ def get_payment_status(*, sale_id: int, user_id: int) -> dict | None:
 
 
 def describe_payment_status(sale: Sale, stk: StkRequest | None) -> dict:
-    """What the till shows while it waits: status, whether money came, and a sentence to act on."""
+    """What the till shows while it waits: status, whether money came, and a sentence to act on.
+
+    `result_code` is always a string: the latest prompt's ResultCode as Daraja sends it ("0" paid,
+    "1032" cancelled…), Daraja's error code when it refused the push ("500.001.1001"), or "" when
+    there is none (no prompt, not sent, no answer yet). A completed sale is "paid" however it was
+    paid, cash included, with payment_received true.
+    """
     tx = getattr(stk, "transaction", None) if stk else None
     receipt = (tx.receipt_number if tx else None) or (stk.mpesa_receipt if stk else "") or ""
     info = {
         "status": "", "payment_received": bool(tx), "mpesa_receipt": receipt,
         "amount_paid": f"{sale.amount_paid:.2f}", "balance_due": f"{sale.balance_due:.2f}",
-        "timeout": False, "result_code": (stk.result_code or None) if stk else None, "message": "",
+        "timeout": False, "result_code": stk.result_code if stk else "", "message": "",
         "mpesa_amount": stk.amount if stk else None, "timeout_after": settings.MPESA_STK_TIMEOUT,
     }
     code = f" M-Pesa code {receipt}." if receipt else ""
     if sale.status == Sale.Status.COMPLETED:
-        return {**info, "status": "paid", "message": f"Paid in full.{code}"}
+        if receipt or tx:
+            message = f"Paid in full.{code}"
+        else:
+            # No M-Pesa money on the latest prompt: say how it was paid (one query, once, at the end).
+            methods = set(sale.payments.values_list("method", flat=True))
+            message = "Paid in cash." if methods == {Payment.Method.CASH} else "Paid in full."
+        return {**info, "status": "paid", "payment_received": True, "message": message}
     if tx is not None and tx.match_status == MpesaTransaction.Match.REVIEW:
         return {**info, "status": "review", "message": (
             f"M-Pesa payment of KES {tx.amount:,.2f} received{' (' + receipt + ')' if receipt else ''} but it "
@@ -640,11 +677,12 @@ def apply_mpesa_transaction(*, transaction_id: int, sale_id: int) -> Payment | N
         # exactly and the cents above it are recorded as change due, as with cash.
         applied = min(tx.amount, due)
         try:
-            with transaction.atomic():
-                payment = record_payment(
-                    sale_id=sale.pk, method=Payment.Method.MPESA, amount=applied, tendered=tx.amount,
-                    change_given=tx.amount - applied, reference=tx.receipt_number or "",
-                )
+            # record_payment's own savepoint rolls back a payment whose sale cannot complete; the
+            # sale row locked above is handed over rather than locked again.
+            payment = record_payment(
+                sale=sale, method=Payment.Method.MPESA, amount=applied, tendered=tx.amount,
+                change_given=tx.amount - applied, reference=tx.receipt_number or "",
+            )
         except InsufficientStock as error:
             # The money is real and stays in the ledger; a manager restocks and completes, or refunds.
             return _to_review(tx, f"paid, but the shop ran out of stock: {error}")

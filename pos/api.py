@@ -168,8 +168,11 @@ class CreateSaleView(CashierAPIView):
             except PaymentNotStarted as error:
                 # The sale is committed and pending: the till offers cash, a retry or cancel.
                 sale = error.sale
+                kept = (f"Sale {sale.receipt_number} is saved and waiting for payment: send the prompt again, "
+                        "take cash, or cancel it.")
                 return Response(
-                    {"success": False, "error": str(error), **self._summary(sale), "sale": _sale_json(sale)},
+                    {"success": False, "error": str(error), "message": kept, **self._summary(sale),
+                     "sale": _sale_json(sale)},
                     status=status.HTTP_400_BAD_REQUEST,
                 )
             body = {"change_due": "0.00", "mpesa_checkout_id": None, **started}

@@ -118,7 +118,7 @@ class SaleLine(models.Model):
     tax_band = models.CharField(max_length=1)
     tax_rate = models.DecimalField(max_digits=5, decimal_places=2)
     line_total = models.DecimalField(max_digits=12, decimal_places=2)
-    vat_amount = models.DecimalField(max_digits=12, decimal_places=2)
+    vat_amount = models.DecimalField("VAT amount", max_digits=12, decimal_places=2)
 
     class Meta:
         ordering = ["id"]
@@ -135,7 +135,7 @@ class Payment(models.Model):
     """Money applied to a sale. Append-only: a refund or correction is a new row."""
 
     class Method(models.TextChoices):
-        CASH = "cash", "cash"
+        CASH = "cash", "Cash"
         MPESA = "mpesa", "M-Pesa"
 
     sale = models.ForeignKey(Sale, on_delete=models.PROTECT, related_name="payments")
@@ -160,4 +160,5 @@ class Payment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_method_display()} {self.amount} for {self.sale_id}"
+        # Lists of payments select_related("sale"): the receipt number costs no query per row.
+        return f"{self.get_method_display()} KES {self.amount} · {self.sale.receipt_number}"

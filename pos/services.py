@@ -127,6 +127,11 @@ def parse_items(raw_items: list[dict]) -> list[ItemRequest]:
 
 def create_sale(*, cashier, till: Till, items: list[ItemRequest], customer_phone: str = "") -> Sale:
     """A pending sale with its lines and totals, numbered and committed with the caller's work."""
+    return _save_sale(cashier=cashier, till=till, lines=_price_lines(till, items), customer_phone=customer_phone)
+
+
+def _price_lines(till: Till, items: list[ItemRequest]) -> list[SaleLine]:
+    """The sale's lines, priced and checked against stock; nothing is written."""
     if not till.is_active:
         raise SaleError(f"Till {till.name} is closed. Choose another till.")
     products = _find_products(till.shop, items)
@@ -146,6 +151,10 @@ def create_sale(*, cashier, till: Till, items: list[ItemRequest], customer_phone
                 vat_amount=vat_in(gross, rate),
             )
         )
+    return lines
+
+
+def _save_sale(*, cashier, till: Till, lines: list[SaleLine], customer_phone: str) -> Sale:
     with transaction.atomic():
         sale = Sale.objects.create(
             receipt_number=next_receipt_number(till.shop_id),
@@ -163,13 +172,20 @@ def create_sale(*, cashier, till: Till, items: list[ItemRequest], customer_phone
 
 
 def record_payment(
-    *, sale_id: int, method: str, amount: Decimal, user=None, tendered: Decimal | None = None,
-    change_given: Decimal = Decimal("0"), reference: str = "",
+    *, sale_id: int | None = None, sale: Sale | None = None, method: str, amount: Decimal, user=None,
+    tendered: Decimal | None = None, change_given: Decimal = Decimal("0"), reference: str = "",
 ) -> Payment:
-    """Apply money to a pending sale and complete the sale once it is paid in full."""
+    """Apply money to a pending sale and complete the sale once it is paid in full.
+
+    It runs in its own savepoint, so a caller may catch its SaleError or InsufficientStock and carry
+    on (the M-Pesa ledger does). Pass `sale` when the caller already holds the sale row's lock
+    (select_for_update in the same transaction): it is used as it is, not locked again. After a
+    failure that instance may hold unsaved changes: reload it before using it again.
+    """
     with transaction.atomic():
-        # Sale row first: every payment and completion of this sale queues here.
-        sale = Sale.objects.select_for_update().get(pk=sale_id)
+        if sale is None:
+            # Sale row first: every payment and completion of this sale queues here.
+            sale = Sale.objects.select_for_update().get(pk=sale_id)
         if sale.status != Sale.Status.PENDING:
             raise SaleError(f"Sale {sale.receipt_number} is {sale.status}; it takes no more payments.")
         if amount <= 0:
@@ -179,9 +195,11 @@ def record_payment(
             reference=reference, received_by=user,
         )
         sale.amount_paid += amount
-        sale.save(update_fields=["amount_paid"])
         if sale.amount_paid >= sale.total:
-            complete_sale(sale_id=sale.pk, user=user)
+            # The new amount is saved with the completion: one UPDATE of the sale row, not two.
+            _complete_locked_sale(sale, user_id=user.pk if user else None, also_save=["amount_paid"])
+        else:
+            sale.save(update_fields=["amount_paid"])
         return payment
 
 
@@ -195,7 +213,7 @@ def take_cash(*, sale_id: int, tendered: Decimal, user=None) -> Payment:
         if applied <= 0:
             raise SaleError(f"Sale {sale.receipt_number} is already paid.")
         return record_payment(
-            sale_id=sale.pk, method=Payment.Method.CASH, amount=applied, tendered=tendered,
+            sale=sale, method=Payment.Method.CASH, amount=applied, tendered=tendered,
             change_given=tendered - applied, user=user,
         )
 
@@ -218,9 +236,11 @@ def start_sale(*, cashier, till: Till, items: list[ItemRequest], method: str,
                customer_phone: str = "") -> tuple[Sale, dict]:
     """A pending sale, committed, then handed to the app that takes `method` (POS_PAYMENT_STARTERS).
 
-    Call it outside any transaction: the starter calls Daraja and its callback must find the sale.
-    The starter's dict (mpesa_checkout_id, message…) is returned for the till; its SaleError comes
-    back as PaymentNotStarted carrying the sale, which stays pending for a retry, cash or cancel.
+    First the app's check (POS_PAYMENT_CHECKS, called with shop, phone and the sale's total) may
+    refuse with a SaleError: then nothing is written. Call it outside any transaction: the starter
+    calls Daraja and its callback must find the sale. The starter's dict (mpesa_checkout_id,
+    message…) is returned for the till; its SaleError comes back as PaymentNotStarted carrying the
+    sale, which stays pending for a retry, cash or cancel.
     """
     path = settings.POS_PAYMENT_STARTERS.get(method)
     if path is None:
@@ -228,7 +248,13 @@ def start_sale(*, cashier, till: Till, items: list[ItemRequest], method: str,
     if method == Payment.Method.MPESA and not customer_phone:
         raise SaleError("Enter the customer's M-Pesa phone number.")
     starter = import_string(path)
-    sale = create_sale(cashier=cashier, till=till, items=items, customer_phone=customer_phone)
+    lines = _price_lines(till, items)
+    check = settings.POS_PAYMENT_CHECKS.get(method)
+    if check is not None:
+        import_string(check)(
+            shop=till.shop, phone=customer_phone, amount=sum((line.line_total for line in lines), Decimal("0")),
+        )
+    sale = _save_sale(cashier=cashier, till=till, lines=lines, customer_phone=customer_phone)
     try:
         return sale, starter(sale=sale, phone=customer_phone, user=cashier)
     except SaleError as error:
@@ -285,24 +311,33 @@ def complete_sale(*, sale_id: int, user=None) -> bool:
     """
     with transaction.atomic():
         sale = Sale.objects.select_for_update().get(pk=sale_id)
-        if sale.status == Sale.Status.COMPLETED:
-            return False
-        if sale.status == Sale.Status.CANCELLED:
-            raise SaleError(f"Sale {sale.receipt_number} was cancelled; it cannot be completed.")
-        if sale.amount_paid < sale.total:
-            raise SaleError(f"Sale {sale.receipt_number} still has KES {sale.balance_due:,.2f} to pay.")
-        sell_stock(
-            shop_id=sale.shop_id,
-            sale_id=sale.pk,
-            lines=list(sale.lines.values_list("product_id", "quantity")),
-            user=user or sale.cashier,
-            reference=sale.receipt_number,
-        )
-        sale.status = Sale.Status.COMPLETED
-        sale.completed_at = timezone.now()
-        sale.save(update_fields=["status", "completed_at"])
-        transaction.on_commit(lambda: run_sale_completed_hooks(sale.pk))
-        return True
+        return _complete_locked_sale(sale, user_id=user.pk if user else None)
+
+
+def _complete_locked_sale(sale: Sale, *, user_id: int | None, also_save: list[str] | None = None) -> bool:
+    """complete_sale on a sale row the caller has locked, inside the caller's transaction.
+
+    also_save: fields the caller changed on `sale`, saved in the same UPDATE as the completion.
+    """
+    if sale.status == Sale.Status.COMPLETED:
+        return False
+    if sale.status == Sale.Status.CANCELLED:
+        raise SaleError(f"Sale {sale.receipt_number} was cancelled; it cannot be completed.")
+    if sale.amount_paid < sale.total:
+        raise SaleError(f"Sale {sale.receipt_number} still has KES {sale.balance_due:,.2f} to pay.")
+    sell_stock(
+        shop_id=sale.shop_id,
+        sale_id=sale.pk,
+        lines=list(sale.lines.values_list("product_id", "quantity")),
+        # Ids only: loading the cashier's user row would cost a query per sale.
+        user_id=user_id or sale.cashier_id,
+        reference=sale.receipt_number,
+    )
+    sale.status = Sale.Status.COMPLETED
+    sale.completed_at = timezone.now()
+    sale.save(update_fields=["status", "completed_at", *(also_save or [])])
+    transaction.on_commit(lambda: run_sale_completed_hooks(sale.pk))
+    return True
 
 
 def cancel_sale(*, sale_id: int, user=None, reason: str = "") -> Sale:

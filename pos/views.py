@@ -4,6 +4,7 @@ from datetime import datetime, time
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LoginView
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -56,6 +57,23 @@ def _staff_page(view):
         return view(request, staff, *args, **kwargs)
 
     return wrapper
+
+
+class StaffLoginView(LoginView):
+    """The login form: managers and owners land in the back office, everyone else on the till."""
+
+    def get_redirect_url(self):
+        # `login_required` sends everyone who opens the site to login with next=/ (the till): that is
+        # not a wish for the till, so it does not overrule the back office for a manager.
+        url = super().get_redirect_url()
+        return "" if url == reverse("pos:home") else url
+
+    def get_default_redirect_url(self):
+        user = self.request.user
+        staff = _get_staff(user)
+        if user.is_staff and (staff is None or staff.role != Staff.Role.CASHIER):
+            return reverse("admin:index")
+        return super().get_default_redirect_url()
 
 
 def _url_template(name: str) -> str:

@@ -102,7 +102,7 @@ class PrintJob(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.TextField(blank=True)
-    data = models.BinaryField(help_text="The ESC/POS bytes.")
+    data = models.BinaryField(blank=True, default=b"", help_text="The ESC/POS bytes; empty until rendered.")
     is_copy = models.BooleanField("copy / reprint", default=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)

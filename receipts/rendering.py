@@ -240,7 +240,8 @@ def _glyph(char: str, bold: bool, double: bool) -> Image.Image:
 
 def qr_image(data: str, size: int) -> Image.Image:
     """The QR code as a printer draws it: `size` dots a module, one module of quiet zone, 1 = black."""
-    code = qrcode.QRCode(version=None, border=1, error_correction=qrcode.constants.ERROR_CORRECT_L)
+    # A fixed mask: every mask scans, and choosing the "best" of eight costs ~20 ms in pure Python.
+    code = qrcode.QRCode(version=None, border=1, error_correction=qrcode.constants.ERROR_CORRECT_L, mask_pattern=0)
     code.add_data(data)
     code.make(fit=True)
     matrix = code.get_matrix()

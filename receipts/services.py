@@ -138,14 +138,16 @@ def print_sale_receipt(sale_id: int) -> PrintJob | None:
     existing = PrintJob.objects.filter(sale_id=sale_id, is_copy=False).first()
     if existing:
         return existing
+    background = settings.RECEIPTS_PRINT_IN_BACKGROUND
     try:
-        job = _queue_print_job(sale_id, copy=False)
+        # In the background the bytes are rendered by the sender, not in the cashier's request.
+        job = _queue_print_job(sale_id, copy=False, render=not background)
     except IntegrityError:
         # Another process queued the original at the same moment; it sends it.
         return PrintJob.objects.filter(sale_id=sale_id, is_copy=False).first()
     if job is None:
         return None
-    if settings.RECEIPTS_PRINT_IN_BACKGROUND:
+    if background:
         # If this process dies mid-send, the worker finds the job abandoned and sends it again.
         threading.Thread(target=_send_in_background, args=[job.pk], name=f"print-job-{job.pk}", daemon=True).start()
         return job
@@ -167,7 +169,7 @@ def reprint_receipt(sale_id: int) -> PrintJob | None:
     return send_print_job(job.pk) if job else None
 
 
-def _queue_print_job(sale_id: int, *, copy: bool) -> PrintJob | None:
+def _queue_print_job(sale_id: int, *, copy: bool, render: bool = True) -> PrintJob | None:
     sale = Sale.objects.only("status", "receipt_number", "till_id").get(pk=sale_id)
     if sale.status != Sale.Status.COMPLETED:
         raise PrintError(f"Sale {sale.receipt_number} is {sale.status}: only a completed sale has a receipt.")
@@ -175,12 +177,16 @@ def _queue_print_job(sale_id: int, *, copy: bool) -> PrintJob | None:
     target = target_for(printer)
     if target.kind == Printer.Kind.BROWSER:
         return None
-    data = render_escpos(build_receipt(sale_id, copy=copy), paper_width=target.paper_width,
-                         profile=target.profile, cash_drawer=target.cash_drawer)
+    data = _render_for(target, sale_id, copy=copy) if render else b""
     # A savepoint: when a second original loses the race, only this insert is rolled back.
     with transaction.atomic():
         return PrintJob.objects.create(sale_id=sale_id, printer=printer, destination=target.address,
                                        data=data, is_copy=copy)
+
+
+def _render_for(target, sale_id: int, *, copy: bool) -> bytes:
+    return render_escpos(build_receipt(sale_id, copy=copy), paper_width=target.paper_width,
+                         profile=target.profile, cash_drawer=target.cash_drawer)
 
 
 def send_print_job(job_id: int) -> PrintJob:
@@ -209,6 +215,9 @@ def _deliver(job: PrintJob) -> PrintJob:
     target = target_for(printer)
     job_name = f"{job.sale.receipt_number}-{job.pk}{'-copy' if job.is_copy else ''}"
     now = timezone.now
+    if not job.data:
+        job.data = _render_for(target, job.sale_id, copy=job.is_copy)
+        job.save(update_fields=["data"])
     try:
         job.destination = send_to_printer(target, bytes(job.data), job_name=job_name)
     except PrintError as error:

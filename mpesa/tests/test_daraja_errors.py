@@ -17,6 +17,7 @@ from mpesa.daraja import (
     DarajaAuthError,
     DarajaBusy,
     DarajaClient,
+    DarajaNotReached,
     DarajaRateLimited,
     DarajaRequestError,
     DarajaUnavailable,
@@ -363,3 +364,99 @@ def test_a_failed_call_is_logged_with_its_outcome(daraja, client):
     call = DarajaCall.objects.get(endpoint=STK)
     assert call.status_code == 500 and call.request_id == "rq-9"
     assert call.outcome.startswith("DarajaRateLimited: 500.003.02")
+
+
+class SilentListener:
+    """Hands out a token, then takes each request and answers nothing, or hangs up after reading."""
+
+    def __init__(self, *, hang_up: bool = False):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.hang_up, self.received, self.open = hang_up, [], []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.open.append(conn)
+            conn.settimeout(2)
+            try:
+                request = conn.recv(65536)
+            except OSError:
+                continue
+            if request.startswith(b"GET /oauth"):
+                token = b'{"access_token": "silent-token", "expires_in": "3599"}'
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(token), token))
+                conn.close()
+                continue
+            self.received.append(request)
+            if self.hang_up:
+                conn.close()
+
+    def close(self):
+        for conn in self.open:
+            conn.close()
+        self.sock.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_refused_connection_is_a_request_never_sent(settings, db, client):
+    settings.MPESA_BASE_URL = f"http://127.0.0.1:{closed_port()}"
+    with pytest.raises(DarajaNotReached) as failed:
+        client.stk_push(**PUSH)
+    assert failed.value.request_sent is False
+    assert "was not sent" in failed.value.message and "refused" in failed.value.message
+
+
+def test_an_unresolvable_host_is_a_request_never_sent(settings, db, client):
+    settings.MPESA_BASE_URL = "http://daraja.invalid"
+    with pytest.raises(DarajaNotReached):
+        client.stk_query(checkout_request_id="ws_CO_1")
+
+
+def test_a_token_request_that_times_out_means_the_push_was_never_sent(daraja, client):
+    daraja.script[OAUTH] = [answer(200, {"access_token": "t", "expires_in": "3599"}, delay=1.5)]
+    with pytest.raises(DarajaNotReached) as failed:
+        client.stk_push(**PUSH)
+    assert failed.value.request_sent is False and "not sent" in failed.value.message
+    assert daraja.count(STK) == 0
+
+
+def test_a_token_gateway_failure_means_the_push_was_never_sent(daraja, client):
+    daraja.script[OAUTH] = [answer(503, html="<html>Service Unavailable</html>")]
+    with pytest.raises(DarajaNotReached):
+        client.stk_push(**PUSH)
+    assert daraja.count(STK) == 0
+
+
+def test_a_push_that_got_no_answer_is_sent_and_its_outcome_unknown(daraja, client):
+    daraja.script[STK] = [answer(200, ACCEPTED, delay=1.5)]
+    with pytest.raises(DarajaUnavailable) as failed:
+        client.stk_push(**PUSH)
+    assert not isinstance(failed.value, DarajaNotReached) and failed.value.request_sent is True
+
+
+@pytest.mark.parametrize("hang_up", [False, True], ids=["silent", "hangs-up-after-reading"])
+def test_a_connection_that_takes_the_request_without_answering_leaves_the_outcome_unknown(
+        settings, db, client, hang_up):
+    listener = SilentListener(hang_up=hang_up)
+    settings.MPESA_BASE_URL = f"http://127.0.0.1:{listener.port}"
+    settings.MPESA_READ_TIMEOUT = 0.5
+    try:
+        with pytest.raises(DarajaUnavailable) as failed:
+            client.stk_query(checkout_request_id="ws_CO_1")
+    finally:
+        listener.close()
+    assert failed.value.request_sent is True and not isinstance(failed.value, DarajaNotReached)
+    assert listener.received and listener.received[0].startswith(b"POST /mpesa/stkpushquery")

@@ -11,6 +11,7 @@ from django.test import Client
 from django.urls import reverse
 
 from mpesa.models import StkRequest
+from mpesa.services import NOT_SENT_MESSAGE
 from mpesa.tests.factories import StkRequestFactory, make_pending_sale
 from pos.services import take_cash
 from pos.tests.factories import ShopFactory, StaffFactory, TillFactory
@@ -89,14 +90,14 @@ def test_the_database_allows_one_open_prompt_per_sale(sale):
         StkRequestFactory(sale=sale, status=StkRequest.Status.CREATED)
 
 
-def test_no_answer_from_daraja_leaves_the_outcome_unknown_and_refuses_a_second_push(cashier_client, sale, settings):
+def test_a_refused_connection_sends_no_prompt_and_blocks_nothing(cashier_client, sale, settings):
+    # The outcome-unknown case (a push sent but not answered) is in test_stk_start_unreachable.py.
     settings.MPESA_BASE_URL = "http://127.0.0.1:9"  # nothing listens there: a real connection failure
     settings.MPESA_CONNECT_TIMEOUT = 2
-    response = start(cashier_client, sale, phone="0708374149")
 
-    assert response.status_code == 201 and response.json()["mpesa_checkout_id"] is None
-    assert "do not send again" in response.json()["message"]
+    assert refusal(start(cashier_client, sale, phone="0708374149")) == NOT_SENT_MESSAGE
     stk = StkRequest.objects.get()
-    assert stk.status == StkRequest.Status.UNKNOWN and stk.checkout_request_id is None
-    assert "already open" in refusal(start(cashier_client, sale, phone="0708374149"))
-    assert cashier_client.get(reverse("mpesa:check-payment", args=[sale.pk])).json()["status"] == "waiting"
+    assert stk.status == StkRequest.Status.REFUSED and stk.checkout_request_id is None
+    # Tried again at once: the same refusal, not "already open" or the 2-minute rule.
+    assert refusal(start(cashier_client, sale, phone="0708374149")) == NOT_SENT_MESSAGE
+    assert cashier_client.get(reverse("mpesa:check-payment", args=[sale.pk])).json()["status"] == "failed"

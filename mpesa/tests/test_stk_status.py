@@ -1,6 +1,7 @@
 """GET /cashier/check-mpesa-payment/<id>: what the till shows while it waits, in two queries."""
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.test import RequestFactory
@@ -10,6 +11,7 @@ from django.utils import timezone
 from mpesa.models import StkRequest
 from mpesa.tests.factories import StkRequestFactory, make_pending_sale, stk_success
 from mpesa.views import CheckMpesaPaymentView
+from pos.services import take_cash
 from pos.tests.factories import ShopFactory, StaffFactory, TillFactory
 
 KEYS = {"status", "payment_received", "mpesa_receipt", "amount_paid", "balance_due", "timeout", "result_code",
@@ -95,9 +97,11 @@ def test_the_poll_itself_costs_one_query_and_two_before_any_prompt(
         assert poll_view().data["status"] == "waiting"
 
 
-def test_a_whole_poll_request_adds_only_the_session_and_user(cashier_client, sale, django_assert_max_num_queries):
+def test_a_whole_poll_request_costs_two_queries_the_user_and_the_status(
+        cashier_client, sale, django_assert_max_num_queries):
     StkRequestFactory(sale=sale, amount=116)
-    with django_assert_max_num_queries(3):
+    poll(cashier_client, sale)  # the session is now in the cache (cached_db sessions)
+    with django_assert_max_num_queries(2):
         assert poll(cashier_client, sale)["status"] == "waiting"
 
 
@@ -106,3 +110,27 @@ def test_the_till_page_carries_the_mpesa_panel_and_script(cashier_client):
     assert 'id="mpesa-panel"' in page and "mpesa/till-mpesa.js" in page
     assert f'data-start-url="{reverse("mpesa:start-stk", args=[987654321])}"' in page
     assert f'data-check-url="{reverse("mpesa:check-payment", args=[987654321])}"' in page
+
+
+def test_a_cash_sale_polls_as_paid_in_cash(cashier_client, sale):
+    take_cash(sale_id=sale.pk, tendered=Decimal("200"))
+    status = poll(cashier_client, sale)
+
+    assert status["status"] == "paid" and status["payment_received"] is True
+    assert status["message"] == "Paid in cash." and status["result_code"] == "" and status["mpesa_receipt"] == ""
+    assert status["balance_due"] == "0.00" and status["amount_paid"] == "116.00"
+
+
+def test_cash_after_a_cancelled_prompt_polls_as_paid_in_cash(cashier_client, sale):
+    StkRequestFactory(sale=sale, amount=116, status=StkRequest.Status.FAILED, result_code="1032")
+    take_cash(sale_id=sale.pk, tendered=Decimal("116"))
+    status = poll(cashier_client, sale)
+
+    assert (status["status"], status["payment_received"], status["message"]) == ("paid", True, "Paid in cash.")
+    assert status["result_code"] == "1032"
+
+
+def test_the_result_code_is_always_a_string(cashier_client, sale):
+    assert poll(cashier_client, sale)["result_code"] == ""
+    StkRequestFactory(sale=sale, amount=116)
+    assert poll(cashier_client, sale)["result_code"] == ""

@@ -10,9 +10,9 @@ from django.urls import reverse
 
 from inventory.services import receive_stock
 
-from pos.models import Staff, Till
+from pos.models import Payment, Staff, Till
 from pos.services import ItemRequest, add_staff, sell_for_cash
-from pos.tests.factories import ShopFactory, StaffFactory, TillFactory, UserFactory
+from pos.tests.factories import PaymentFactory, ShopFactory, StaffFactory, TillFactory, UserFactory
 
 
 @pytest.fixture
@@ -192,3 +192,17 @@ def test_an_owner_cannot_see_or_take_over_a_superuser(owner_client):
 def test_an_owner_cannot_make_anyone_superuser(owner_client, cashier):
     page = owner_client.get(reverse("admin:auth_user_change", args=[cashier.pk])).content.decode()
     assert 'name="is_superuser"' not in page and 'name="groups"' not in page
+
+
+def test_a_sales_payments_read_as_method_amount_and_receipt_number_at_no_query_per_row(manager_client, sales):
+    own, _ = sales
+    url = reverse("admin:pos_sale_change", args=[own.pk])
+    with CaptureQueriesContext(connection) as one_payment:
+        page = manager_client.get(url).content.decode()
+    assert f"Cash KES 116.00 · {own.receipt_number}" in page
+    PaymentFactory(sale=own, method=Payment.Method.MPESA, amount=Decimal("10.00"), reference="UAB12CD34E")
+    PaymentFactory(sale=own, method=Payment.Method.MPESA, amount=Decimal("20.00"), reference="UAB12CD34F")
+    with CaptureQueriesContext(connection) as three_payments:
+        page = manager_client.get(url).content.decode()
+    assert f"M-Pesa KES 20.00 · {own.receipt_number}" in page
+    assert len(three_payments) == len(one_payment)

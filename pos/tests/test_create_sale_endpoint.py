@@ -104,6 +104,8 @@ def test_a_refused_mpesa_prompt_leaves_the_pending_sale_for_cash_or_cancel(cashi
     assert body == {**body, "success": False, "sale_id": sale.pk, "receipt_number": sale.receipt_number,
                     "error": "The customer's phone is busy with another prompt. Try again in a minute."}
     assert body["sale"]["status"] == "pending" and body["sale"]["balance_due"] == "116.00"
+    assert body["message"] == (f"Sale {sale.receipt_number} is saved and waiting for payment: send the prompt "
+                               "again, take cash, or cancel it.")
 
 
 def test_mpesa_without_a_phone_number_writes_nothing(cashier_client, product, starter):
@@ -291,3 +293,40 @@ def test_csrf_token_is_required(cashier, product):
     accepted = client.post(URL, data=body, content_type="application/json",
                            headers={"X-CSRFToken": client.cookies["csrftoken"].value})
     assert accepted.status_code == 201
+
+
+CHECKED = []
+
+
+def check_payment_for_test(*, shop, phone, amount):
+    """Stands in for mpesa.services.check_stk_payment: what can be refused before a sale exists."""
+    CHECKED.append((shop.pk, phone, amount))
+    if phone.endswith("0000"):
+        raise SaleError("This phone already has a prompt open. Wait for it to finish, or take cash.")
+
+
+@pytest.fixture
+def check(settings):
+    CHECKED.clear()
+    settings.POS_PAYMENT_CHECKS = {"mpesa": f"{__name__}.check_payment_for_test"}
+    return CHECKED
+
+
+def test_the_payment_check_is_asked_with_shop_phone_and_total_before_the_sale(
+        cashier_client, shop, product, starter, check):
+    response = post(cashier_client, {"items": [{"barcode": product.barcode, "quantity": 2}],
+                                     "payment_method": "mpesa", "customer_phone": "0708 374 149"})
+
+    assert response.status_code == 201
+    assert check == [(shop.pk, "0708374149", Decimal("232.00"))] and len(starter) == 1
+
+
+def test_a_payment_refused_by_its_check_writes_nothing_and_starts_nothing(cashier_client, product, starter, check):
+    before = written_rows()
+    response = post(cashier_client, {"items": [{"barcode": product.barcode, "quantity": 1}],
+                                     "payment_method": "mpesa", "customer_phone": "0711000000"})
+
+    assert response.status_code == 400
+    assert response.json() == {"success": False,
+                               "error": "This phone already has a prompt open. Wait for it to finish, or take cash."}
+    assert written_rows() == before and starter == []

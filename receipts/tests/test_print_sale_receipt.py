@@ -179,3 +179,24 @@ def test_without_waiting_for_the_close_a_job_counts_as_printed_once_handed_over(
     with FakePrinter(STUCK_PORT, reads=False):
         job = print_sale_receipt(cash_sale.pk)
     assert job.status == PrintJob.Status.DONE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_the_background_the_sender_renders_and_prints_after_the_request(settings, tmp_path, cashier, till,
+                                                                          goods):
+    settings.POS_SALE_COMPLETED_HOOKS = []  # called by hand below, to see what the request itself did
+    cash_sale, _ = sell_for_cash(cashier=cashier, till=till, items=[ItemRequest(quantity=1, sku="SUG1KG")],
+                                 tendered=Decimal("200"))
+    settings.RECEIPTS_PRINT_IN_BACKGROUND = True
+
+    job = print_sale_receipt(cash_sale.pk)
+
+    # The cashier's request only queued the job; the bytes are made by the sending thread.
+    assert bytes(job.data) == b""
+    deadline = time.monotonic() + 10
+    while PrintJob.objects.get(pk=job.pk).status != PrintJob.Status.DONE and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.refresh_from_db()
+    assert job.status == PrintJob.Status.DONE
+    assert bytes(job.data) == render_escpos(build_receipt(cash_sale.pk), paper_width=80, profile="default")
+    assert (tmp_path / "receipts" / f"DEMO-0000001-{job.pk}.bin").read_bytes() == bytes(job.data)

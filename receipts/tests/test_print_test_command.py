@@ -41,7 +41,7 @@ def test_writes_a_test_page_to_a_file(tmp_path):
     ("Back office", "No printer is called 'Back office'"),
 ], ids=["refused", "unknown-host", "unknown-kind", "bad-usb-ids", "unknown-name"])
 def test_explains_what_went_wrong_and_fails(db, address, message):
-    with pytest.raises(CommandError, match="") as error:
+    with pytest.raises(CommandError) as error:
         call_command("print_test", address)
     assert message in str(error.value)
 

@@ -147,8 +147,10 @@
       current.saleId = data.sale.sale_id;
       till().showSale(data.sale);
     }
-    show(current.saleId ? "failed" : "none", data.error || "The prompt was not sent. Try again.");
-    if (!current.saleId) till().showMessage(data.error || "The prompt was not sent.", "error");
+    // error: why no prompt went out; message (when a sale was kept): what happens to the sale.
+    var text = [data.error, data.message].filter(Boolean).join(" ");
+    show(current.saleId ? "failed" : "none", text || "The prompt was not sent. Try again.");
+    if (!current.saleId) till().showMessage(text || "The prompt was not sent.", "error");
   }
 
   function send(phone, amount) {

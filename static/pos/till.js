@@ -85,6 +85,13 @@
   function showMessage(text, kind) {
     kind = kind || "info";
     clearTimeout(messageTimer);
+    if (text && shownByPaymentPanel(text)) {
+      // The banner is for the till's own messages; what the open M-Pesa panel already says in
+      // big is not repeated above it (an error still beeps).
+      clearMessage();
+      if (kind === "error") beep();
+      return;
+    }
     el.message.textContent = text;
     el.message.className = "message message-" + kind;
     el.message.hidden = !text;
@@ -92,6 +99,13 @@
     if (kind === "info" || kind === "success") messageTimer = setTimeout(clearMessage, 6000);
   }
   function clearMessage() { el.message.hidden = true; el.message.textContent = ""; }
+  function shownByPaymentPanel(text) {
+    // mpesa/_till_mpesa.html hands each of its states to showMessage as "M-Pesa: <its message>".
+    const panel = document.getElementById("mpesa-panel");
+    if (!panel || panel.hidden) return false;
+    const said = text.replace(/^M-Pesa: /, "");
+    return Array.from(panel.querySelectorAll("#mpesa-title, #mpesa-message")).some((node) => node.textContent === said);
+  }
   let audio = null;
   function beep() {
     try {
@@ -444,11 +458,8 @@
     });
     const event = new CustomEvent("comolor:mpesa-requested", { detail, cancelable: true });
     const unclaimed = document.dispatchEvent(event);
-    if (unclaimed) {
-      showMessage("M-Pesa is not set up on this till yet. Take cash, or ask a manager.", "error");
-      return;
-    }
-    showMessage("Sending the M-Pesa prompt to " + phone + "…", "info");
+    if (unclaimed) showMessage("M-Pesa is not set up on this till yet. Take cash, or ask a manager.", "error");
+    // Otherwise the M-Pesa panel shows the prompt's progress itself.
   }
   async function cancelSale() {
     if (!state.sale || state.busy) return;
@@ -620,16 +631,28 @@
     const panel = el.totalPanel;
     const mode = state.mode;
     panel.dataset.state = mode;
-    let label = "Total", amount, count, vat, status;
+    let label = "Total", amount, count, vat, status, figure;
     if (state.sale) {
       const sale = state.sale;
       count = sale.lines.reduce((sum, line) => sum + line.quantity, 0);
       vat = parseCents(sale.vat_total);
       if (mode === "done") {
-        label = "Change due";
+        const payments = sale.payments || [];
+        const codes = payments.filter((p) => p.method === "mpesa").map((p) => p.reference).filter(Boolean);
+        const cash = payments.some((p) => p.method === "cash");
+        // "Change due" only when there is change to hand over; an M-Pesa sale shows its code.
         amount = state.change;
+        if (state.change) {
+          label = "Change due";
+        } else if (codes.length) {
+          label = cash ? "Paid by M-Pesa and cash" : "Paid by M-Pesa";
+          figure = codes[codes.length - 1];
+        } else {
+          label = "No change due";
+        }
         status = `Paid · ${sale.receipt_number}`;
-        el.doneMeta.textContent = `Sale ${sale.receipt_number} · total ${kes(parseCents(sale.total))} · paid ${kes(parseCents(sale.amount_paid) + state.change)}`;
+        el.doneMeta.textContent = `Sale ${sale.receipt_number} · total ${kes(parseCents(sale.total))} · paid ${kes(parseCents(sale.amount_paid) + state.change)}` +
+          (codes.length ? ` · M-Pesa ${codes.join(", ")}` : "");
         el.receiptLink.href = sale.receipt_url || "#";
       } else {
         label = "Balance due";
@@ -648,7 +671,8 @@
       status = { cart: `${config.till || "Till"} · ${count ? "sale in progress" : "ready"}`, cash: "Cash payment", mpesa: "M-Pesa payment" }[mode] || "";
     }
     el.totalLabel.textContent = label;
-    el.total.textContent = kes(amount);
+    el.total.textContent = figure || kes(amount);
+    el.total.classList.toggle("is-code", Boolean(figure));
     el.count.textContent = count === 1 ? "1 item" : `${count} items`;
     el.vat.textContent = plain(vat);
     el.status.textContent = status;
