@@ -8,7 +8,7 @@ from inventory.tests.factories import ProductFactory
 from pos.tests.factories import ShopFactory, StaffFactory, TillFactory, UserFactory
 
 # The browser journeys' fixtures: browser, page, till_page, screenshot.
-pytest_plugins = ["comolor.testing.browser"]
+pytest_plugins = ["comolor.testing.browser", "mpesa.simulator.testing"]
 
 
 @pytest.fixture(autouse=True)

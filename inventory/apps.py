@@ -2,5 +2,5 @@ from django.apps import AppConfig
 
 
 class InventoryConfig(AppConfig):
-    default_auto_field = 'django.db.models.BigAutoField'
-    name = 'inventory'
+    name = "inventory"
+    verbose_name = "Inventory"

@@ -2,5 +2,5 @@ from django.apps import AppConfig
 
 
 class ReceiptsConfig(AppConfig):
-    default_auto_field = 'django.db.models.BigAutoField'
-    name = 'receipts'
+    name = "receipts"
+    verbose_name = "Receipts"

@@ -30,7 +30,9 @@ class PrinterTarget:
     @property
     def label(self) -> str:
         """How messages name it: "Printer Till 1", or "The printer" for a bare address."""
-        return f"Printer {self.name}" if self.name else "The printer"
+        if not self.name:
+            return "The printer"
+        return self.name if "printer" in self.name.lower() else f"Printer {self.name}"
 
     @property
     def address(self) -> str:

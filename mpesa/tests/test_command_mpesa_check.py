@@ -13,7 +13,6 @@ from django.core.management import CommandError, call_command
 
 from mpesa.management.commands.mpesa_check import Command
 from mpesa.models import DarajaCall, MpesaAccount
-from mpesa.simulator.testing import daraja_sim  # noqa: F401  (fixture)
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 

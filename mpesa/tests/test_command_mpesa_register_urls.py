@@ -13,7 +13,6 @@ import mpesa.urls
 from mpesa.conf import callback_url
 from mpesa.models import DarajaCall, MpesaAccount
 from mpesa.simulator.models import C2BRegistration
-from mpesa.simulator.testing import daraja_sim  # noqa: F401  (fixture)
 from pos.tests.factories import ShopFactory
 
 

@@ -6,7 +6,6 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from mpesa.simulator.models import Payment
-from mpesa.simulator.testing import daraja_sim  # noqa: F401  (fixture)
 
 
 def run(*args):

@@ -5,7 +5,6 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from mpesa.simulator.testing import daraja_sim  # noqa: F401  (fixture)
 
 
 def run(*args):

@@ -7,7 +7,6 @@ from django.core.management import CommandError, call_command
 
 from mpesa.conf import callback_url
 from mpesa.daraja import get_client
-from mpesa.simulator.testing import daraja_sim  # noqa: F401  (fixture)
 
 
 def query(checkout_id):

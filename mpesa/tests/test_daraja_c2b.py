@@ -6,7 +6,6 @@ from mpesa.conf import BUY_GOODS_ONLINE, callback_url
 from mpesa.daraja import DarajaRequestError, get_client
 from mpesa.models import DarajaCall
 from mpesa.simulator.models import C2BRegistration, Payment
-from mpesa.simulator.testing import daraja_sim  # noqa: F401  (fixture)
 
 
 def register(**overrides):

@@ -7,7 +7,6 @@ from django.utils import timezone
 from mpesa.conf import callback_url
 from mpesa.daraja import get_client
 from mpesa.simulator.models import PullRegistration
-from mpesa.simulator.testing import daraja_sim  # noqa: F401  (fixture)
 
 
 def test_pull_register_then_again_reads_1001_as_already_registered(daraja_sim):

@@ -15,7 +15,6 @@ from mpesa.daraja import (
     get_client,
 )
 from mpesa.models import DarajaCall
-from mpesa.simulator.testing import daraja_sim  # noqa: F401  (fixture)
 
 STK = "/mpesa/stkpush/v1/processrequest"
 

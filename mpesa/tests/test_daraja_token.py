@@ -11,7 +11,6 @@ from django.db import connection
 from mpesa.conf import callback_url, mpesa_config
 from mpesa.daraja import DarajaAuthError, DarajaClient, get_client
 from mpesa.models import DarajaCall
-from mpesa.simulator.testing import daraja_sim  # noqa: F401  (fixture)
 
 OAUTH = "/oauth/v1/generate"
 

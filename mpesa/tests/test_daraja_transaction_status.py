@@ -8,7 +8,6 @@ import pytest
 
 from mpesa.daraja import DarajaAuthError, DarajaRequestError, get_client
 from mpesa.models import DarajaCall
-from mpesa.simulator.testing import daraja_sim  # noqa: F401  (fixture)
 
 
 class _ResultListener(BaseHTTPRequestHandler):

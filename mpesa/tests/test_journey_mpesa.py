@@ -15,7 +15,6 @@ from playwright.sync_api import expect
 from comolor.testing.browser import scan
 from inventory.models import StockLevel, StockMovement
 from mpesa.models import MpesaTransaction, StkRequest
-from mpesa.simulator.testing import daraja_sim  # noqa: F401  (fixture)
 from pos.models import Sale
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -67,7 +66,8 @@ def test_an_mpesa_payment_shows_waiting_then_paid_with_its_code(
     assert page.evaluate("window.sameDocument") is True
     tx = MpesaTransaction.objects.get()
     expect(page.locator("#till-total-panel")).to_contain_text(tx.receipt_number)  # the M-Pesa code, big
-    expect(page.locator("#receipt-panel")).to_be_visible()
+    expect(page.locator("#receipt-status")).to_have_attribute("data-status", "done")  # printed
+    page.wait_for_function("() => document.getElementById('receipt-preview').naturalWidth > 0")
     screenshot(page, "mpesa-paid", readme=True)
 
     sale = Sale.objects.get()

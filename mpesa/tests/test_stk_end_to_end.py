@@ -12,7 +12,6 @@ from django.urls import reverse
 from inventory.models import StockLevel, StockMovement
 from mpesa import services
 from mpesa.models import CallbackLog, MpesaTransaction, StkRequest
-from mpesa.simulator.testing import daraja_sim  # noqa: F401  (fixture)
 from mpesa.tests.factories import make_pending_sale
 from pos.models import Payment, Sale
 

@@ -12,7 +12,6 @@ from django.urls import reverse
 
 from mpesa.models import StkRequest
 from mpesa.services import NOT_SENT_MESSAGE
-from mpesa.simulator.testing import daraja_sim  # noqa: F401  (fixture)
 from mpesa.tests.test_daraja_errors import SilentListener, closed_port
 from pos.models import Sale
 

@@ -28,7 +28,7 @@ def test_with_the_printer_unreachable_the_cashier_prints_the_receipt_in_the_brow
     expect(page.locator("#till-total-label")).to_have_text("Change due")
 
     status = page.locator("#receipt-status")
-    expect(status).to_contain_text(f"Printer Till 1 printer is not answering at 127.0.0.1:{DEAD_PORT}")
+    expect(status).to_contain_text(f"Till 1 printer is not answering at 127.0.0.1:{DEAD_PORT}")
     expect(status).to_have_attribute("data-status", "failed")
     expect(page.get_by_role("button", name="Retry print")).to_be_visible()
     screenshot(page, "printer-down")

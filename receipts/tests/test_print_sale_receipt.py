@@ -51,7 +51,7 @@ def test_refused_connection_fails_the_job_in_words_and_the_sale_stays_completed(
     assert sale.status == Sale.Status.COMPLETED
     job = PrintJob.objects.get(sale=sale)
     assert job.status == PrintJob.Status.FAILED and job.attempts == 1
-    assert job.last_error.startswith(f"Printer Till 1 printer is not answering at 127.0.0.1:{DEAD_PORT}: "
+    assert job.last_error.startswith(f"Till 1 printer is not answering at 127.0.0.1:{DEAD_PORT}: "
                                      "check it is on and connected")
     status = describe_print_status(sale.pk)
     assert status["status"] == "failed" and "Trying again by itself (1 of 5 tries)" in status["message"]

@@ -640,11 +640,13 @@
         const payments = sale.payments || [];
         const codes = payments.filter((p) => p.method === "mpesa").map((p) => p.reference).filter(Boolean);
         const cash = payments.some((p) => p.method === "cash");
+        const mpesa = payments.some((p) => p.method === "mpesa");
         // "Change due" only when there is change to hand over; an M-Pesa sale shows its code.
         amount = state.change;
         if (state.change) {
           label = "Change due";
-        } else if (codes.length) {
+        } else if (mpesa) {
+          // A success found by the sweep may not have its M-Pesa code yet.
           label = cash ? "Paid by M-Pesa and cash" : "Paid by M-Pesa";
           figure = codes[codes.length - 1];
         } else {

@@ -12,7 +12,6 @@ import pytest
 import requests
 from django.conf import settings
 
-from mpesa.simulator.testing import daraja_sim  # noqa: F401  (fixture)
 
 TEST_PHONE = "254708374149"
 
