@@ -95,7 +95,8 @@
   }
 
   function onStatus(data) {
-    var amountText = data.mpesa_amount ? "KES " + data.mpesa_amount + " · balance KES " + data.balance_due : undefined;
+    var to = current.maskedPhone ? " to " + current.maskedPhone : "";
+    var amountText = data.mpesa_amount ? "KES " + data.mpesa_amount + to + " · balance KES " + data.balance_due : undefined;
     if (data.status === "waiting" && Date.now() < current.deadline) {
       show("waiting", data.message, amountText);
       pollTimer = setTimeout(poll, POLL_MS);
@@ -137,6 +138,7 @@
 
   function started(data) {
     current.saleId = data.sale_id;
+    current.maskedPhone = data.phone;
     show("waiting", data.message, "KES " + data.mpesa_amount + " to " + data.phone);
     startPolling(data.timeout_after);
   }
