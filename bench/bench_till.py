@@ -23,11 +23,14 @@ from pathlib import Path
 
 import psycopg
 import requests
+from figures import Figures, add_report_arguments
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DB_NAME = "bench_till"
 PG = "postgres://postgres@127.0.0.1:5432"
 PORT = 8115
+# Each summary line's figures by label, for --json.
+MEASURED = {}
 PYTHON = sys.executable
 # Production shape (DEBUG off, real Daraja environment with dummy credentials), but plain HTTP on
 # localhost: no HTTPS redirect or secure-only cookies.
@@ -78,6 +81,8 @@ def summary(label: str, millis: list[float], queries: list[int] | None = None) -
     if queries is not None:
         line += f"   queries median {statistics.median(queries):g} (max {max(queries)})"
     print(line, flush=True)
+    MEASURED[label] = {"median": statistics.median(millis), "p95": p95, "n": len(millis),
+                       "queries": max(queries) if queries is not None else None}
 
 
 class InProcess:
@@ -95,9 +100,15 @@ class InProcess:
         from django.test import Client
         from django.test.utils import CaptureQueriesContext
 
+        from pos.services import find_open_shift, open_shift
+
         self.connection, self.capture = connection, CaptureQueriesContext
+        cashier = get_user_model().objects.select_related("staff__default_till").get(username="cashier")
+        till = cashier.staff.default_till
+        if find_open_shift(till_id=till.pk) is None:  # sales are rung up in a shift
+            open_shift(till=till, user=cashier, opening_float=0)
         self.client = Client()
-        self.client.force_login(get_user_model().objects.get(username="cashier"))
+        self.client.force_login(cashier)
 
     def barcodes(self, count: int, rng: random.Random) -> list[str]:
         from inventory.models import StockLevel
@@ -183,6 +194,7 @@ def gunicorn_phase(session_id: str, barcodes: list[str], count: int, rng: random
             rss = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
                        if line.startswith("VmRSS"))
             kb = int(rss.split()[1])
+            MEASURED["worker MB"] = max(MEASURED.get("worker MB", 0), kb / 1024)
             print(f"  gunicorn worker {pid} resident memory after {len(lookups) + len(sales)} requests: "
                   f"{kb / 1024:.1f} MB", flush=True)
     finally:
@@ -197,7 +209,11 @@ def main():
     parser.add_argument("--sales", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=200, help="lookups per measurement")
     parser.add_argument("--sale-requests", type=int, default=50, help="sales per measurement")
+    parser.add_argument("--port", type=int, default=PORT, help="port of the gunicorn worker it starts")
+    parser.add_argument("--db-name", default=DB_NAME, help="PostgreSQL database it builds (and reuses)")
+    add_report_arguments(parser)
     args = parser.parse_args()
+    set_target(args.db_name, args.port)
     rng = random.Random(115)
     print("Load average (1, 5, 15 min): {:.1f} {:.1f} {:.1f} on {} CPUs".format(*os.getloadavg(), os.cpu_count()))
 
@@ -232,6 +248,40 @@ def main():
 
     print(f"\nOver HTTP, one gunicorn worker on port {PORT}:")
     gunicorn_phase(bench.session_cookie(), barcodes, args.sale_requests, rng)
+    write_figures(args)
+
+
+def set_target(db_name: str, port: int) -> None:
+    global DB_NAME, PORT
+    DB_NAME, PORT = db_name, port
+    SERVER_ENV["DATABASE_URL"] = SEED_ENV["DATABASE_URL"] = f"{PG}/{DB_NAME}"
+
+
+def write_figures(args) -> None:
+    figures = Figures("bench_till", issue=2)
+    lookup, sale = MEASURED["product lookup by barcode (in-process)"], MEASURED["10-line cash sale (in-process)"]
+    figures.add("product lookup by barcode, median server time", lookup["median"], "ms", at_most=10,
+                detail=f"p95 {lookup['p95']:.2f} ms, n={lookup['n']}")
+    figures.add("queries per product lookup (most)", lookup["queries"], "queries", at_most=2)
+    figures.add(f"10-line cash sale, median server time, {args.sales:,} past sales", sale["median"], "ms",
+                at_most=40, detail=f"p95 {sale['p95']:.2f} ms, receipt hook on")
+    fresh = MEASURED.get("10-line cash sale (in-process, 0 past sales)")
+    if fresh:
+        figures.add("queries per 10-line cash sale: growth from 0 to {:,} past sales".format(args.sales),
+                    sale["queries"] - fresh["queries"], "queries", at_most=0,
+                    detail=f"{fresh['queries']} with none, {sale['queries']} with {args.sales:,}; median "
+                           f"{fresh['median']:.2f} ms with none")
+    else:
+        figures.note("The 0-past-sales sale was not measured (the database already had sales; run with --fresh).")
+    quiet = MEASURED["10-line cash sale, no sale-completed hooks"]
+    figures.add("10-line cash sale without the receipt hook, median", quiet["median"], "ms")
+    figures.add("product lookup over HTTP (gunicorn, 1 worker), median", MEASURED[
+        "product lookup over HTTP (gunicorn, 1 worker)"]["median"], "ms")
+    figures.add("10-line cash sale over HTTP (gunicorn), median", MEASURED[
+        "10-line cash sale over HTTP (gunicorn)"]["median"], "ms")
+    figures.add("gunicorn worker resident memory", round(MEASURED["worker MB"], 1), "MB", at_most=150)
+    figures.note(f"{args.products:,} products, {args.sales:,} past sales, PostgreSQL, DEBUG off.")
+    figures.write(args.json)
 
 
 if __name__ == "__main__":

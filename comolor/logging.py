@@ -3,6 +3,8 @@
 import logging
 import re
 
+from django.conf import settings
+
 # Kenyan mobile numbers in every shape a customer or Daraja writes them.
 _PHONE = re.compile(r"(?<!\d)(?:\+?254|0)?([17]\d{2})(\d{3})(\d{3})(?!\d)")
 _SECRET_FIELD = re.compile(
@@ -12,6 +14,8 @@ _SECRET_FIELD = re.compile(
     """
 )
 _BEARER = re.compile(r"(?i)\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+")
+# The per-request token of an STK callback URL, wherever a URL or a path is written out.
+_STK_CALLBACK_TOKEN = re.compile(r"(?<=/stk/callback/)[A-Za-z0-9_\-]+")
 
 
 def mask_phone(value: str) -> str:
@@ -22,7 +26,16 @@ def mask_phone(value: str) -> str:
 def redact(text: str) -> str:
     text = _BEARER.sub(lambda m: f"{m.group(1)} [redacted]", text)
     text = _SECRET_FIELD.sub(lambda m: f"{m.group(1)}[redacted]", text)
-    return mask_phone(text)
+    return mask_phone(redact_path_tokens(text))
+
+
+def redact_path_tokens(text: str) -> str:
+    """Hide the callback path secret and per-request tokens: Django logs paths (404, 405) and
+    urllib3 logs the URLs it calls."""
+    secret = getattr(settings, "MPESA_CALLBACK_TOKEN", "") if settings.configured else ""
+    if secret:
+        text = text.replace(secret, "[token]")
+    return _STK_CALLBACK_TOKEN.sub("[token]", text)
 
 
 # Keys of Daraja bodies whose whole value is a secret, a phone number or a URL with a path token.
@@ -69,4 +82,8 @@ class RedactFilter(logging.Filter):
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            # A traceback quotes values too (a database error's "Failing row contains (…)"); the
+            # formatter writes exc_text as it is when it is set.
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
         return True

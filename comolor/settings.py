@@ -156,7 +156,11 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        # Django's own console handler would print each django.* line a second time beside root's.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.db.backends": {"level": "INFO"},
+    },
 }
 
 # --- Point of sale ---------------------------------------------------------------------------
@@ -168,11 +172,21 @@ POS_SALE_COMPLETED_HOOKS = env.list(
 POS_PAYMENT_STARTERS = {"mpesa": "mpesa.services.start_stk_payment"}
 # Checked before a sale is created for that method (shop, phone, amount); a SaleError writes nothing.
 POS_PAYMENT_CHECKS = {"mpesa": "mpesa.services.check_stk_payment"}
+# The X/Z shift report's lines for methods other than cash, each from the app that takes the method:
+# called with the shift and the end of its period, each returns one method's row (pos.services.shift_report).
+POS_SHIFT_REPORT_SECTIONS = ["mpesa.services.shift_mpesa_section"]
 # Dotted paths of functions `manage.py pos_worker` calls each round; each returns a short summary.
 POS_WORKER_TASKS = env.list(
-    "POS_WORKER_TASKS", default=["receipts.services.retry_failed_print_jobs", "mpesa.services.sweep_mpesa"]
+    "POS_WORKER_TASKS", default=[
+        "receipts.services.retry_failed_print_jobs", "mpesa.services.sweep_mpesa", "mpesa.services.sweep_pull",
+    ]
 )
 POS_WORKER_INTERVAL = env.float("POS_WORKER_INTERVAL", default=5.0)
+# Minutes after which a pending sale counts as abandoned: listed for managers, who may cancel it.
+POS_STALE_SALE_MINUTES = env.int("POS_STALE_SALE_MINUTES", default=30)
+# Failed logins allowed per username and address before the login is refused for the lockout time.
+LOGIN_MAX_FAILURES = env.int("LOGIN_MAX_FAILURES", default=5)
+LOGIN_LOCKOUT_MINUTES = env.int("LOGIN_LOCKOUT_MINUTES", default=15)
 
 # --- Receipts and printers -------------------------------------------------------------------
 # Where a till with no printer configured prints: an address as `manage.py print_test` takes it
@@ -234,6 +248,13 @@ MPESA_TRUSTED_PROXY_COUNT = env.int("MPESA_TRUSTED_PROXY_COUNT", default=0)
 MPESA_CALLBACK_MAX_BYTES = env.int("MPESA_CALLBACK_MAX_BYTES", default=64 * 1024)
 # Before a success callback completes a sale, ask Daraja (STK Query) whether it really is paid.
 MPESA_STK_CONFIRM_BY_QUERY = env.bool("MPESA_STK_CONFIRM_BY_QUERY", default=False)
+# Answer Safaricom as soon as a callback is stored, and apply it right after the answer is sent;
+# False applies it first (Safaricom then waits for the sale to complete).
+MPESA_CALLBACK_ANSWER_FIRST = env.bool("MPESA_CALLBACK_ANSWER_FIRST", default=True)
+# Prompt spam: at most this many M-Pesa prompts a minute to one phone, and from one cashier, across
+# tills and shops (counted in the cache); more are refused and logged.
+MPESA_STK_PROMPTS_PER_PHONE = env.int("MPESA_STK_PROMPTS_PER_PHONE", default=3)
+MPESA_STK_PROMPTS_PER_CASHIER = env.int("MPESA_STK_PROMPTS_PER_CASHIER", default=30)
 # Seconds: the till stops waiting for the customer's PIN; the sweep queries a prompt this old and
 # again this often; it gives up after Daraja's prompt lifetime with room for a late callback.
 MPESA_STK_TIMEOUT = env.int("MPESA_STK_TIMEOUT", default=90)
@@ -250,6 +271,13 @@ MPESA_READ_TIMEOUT = env.float("MPESA_READ_TIMEOUT", default=30.0)
 MPESA_C2B_VERSION = env("MPESA_C2B_VERSION", default="v2")
 # What M-Pesa does with a C2B payment when our validation URL does not answer in time.
 MPESA_C2B_RESPONSE_TYPE = env("MPESA_C2B_RESPONSE_TYPE", default="Completed")
+# Seconds a cashier's claim of a till payment by M-Pesa code waits for Safaricom's confirmation;
+# minutes of this shop's unclaimed payments the till lists to pick from.
+MPESA_CLAIM_WAIT_SECONDS = env.int("MPESA_CLAIM_WAIT_SECONDS", default=90)
+MPESA_UNCLAIMED_MINUTES = env.int("MPESA_UNCLAIMED_MINUTES", default=30)
+# The worker's Pull Transactions for each account (recovers lost C2B confirmations): at most this
+# often, over the time since the last pull plus an overlap (Daraja keeps 48 hours).
+MPESA_PULL_EVERY_SECONDS = env.int("MPESA_PULL_EVERY_SECONDS", default=900)
 # Transaction Status: an API operator and its password RSA-encrypted with Safaricom's certificate.
 MPESA_INITIATOR_NAME = env("MPESA_INITIATOR_NAME", default="testapi" if _simulated else "")
 MPESA_SECURITY_CREDENTIAL = env(

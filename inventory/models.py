@@ -94,7 +94,11 @@ class StockMovement(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["shop", "product", "created_at"])]
+        indexes = [
+            models.Index(fields=["shop", "product", "created_at"]),
+            # The back office finds movements by their paperwork: a receipt number or a delivery note.
+            models.Index(fields=["reference"], name="movement_reference"),
+        ]
         constraints = [
             # A completed sale moves each product's stock exactly once.
             models.UniqueConstraint(

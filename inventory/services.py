@@ -68,6 +68,7 @@ def _move_stock(*, shop_id: int, changes: list[StockChange], kind: str, user_id:
     for change in changes:
         level = levels[change.product_id]
         if level.on_hand + change.quantity < 0:
+            # The product row is read only here, to name it: a sale that goes through never needs it.
             raise InsufficientStock(level.product, -change.quantity, level.on_hand)
     # One relative UPDATE for every line; the rows are locked and checked, and the
     # stock_never_negative constraint still stands behind it.
@@ -99,9 +100,8 @@ def _lock_stock_levels(shop_id: int, product_ids: list[int]) -> dict[int, StockL
     # Locked in product-id order, so two workflows touching the same products cannot deadlock.
     return {
         level.product_id: level
-        for level in StockLevel.objects.select_for_update(of=("self",))
+        for level in StockLevel.objects.select_for_update()
         .filter(shop_id=shop_id, product_id__in=product_ids)
-        .select_related("product")
         .order_by("product_id")
     }
 

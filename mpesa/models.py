@@ -1,6 +1,8 @@
 """M-Pesa records: the shop's Daraja account, outbound calls, STK requests, raw callbacks and
 the one ledger of M-Pesa transactions. Callbacks, calls and transactions are append-only facts."""
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -27,6 +29,8 @@ class MpesaAccount(models.Model):
         max_length=12, choices=ValidationPolicy.choices, default=ValidationPolicy.ACCEPT_ALL
     )
     is_active = models.BooleanField("active", default=True)
+    # When Pull Transactions last ran for this account: the worker's rate limit and next window.
+    last_pulled_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
         number = self.till_number if self.kind == self.Kind.TILL else self.shortcode
@@ -193,6 +197,19 @@ class MpesaTransaction(models.Model):
     match_status = models.CharField(max_length=10, choices=Match.choices, default=Match.UNMATCHED)
     review_reason = models.CharField(max_length=255, blank=True)
     processed = models.BooleanField(default=False)
+    # Money above what the sale needed (a paybill overpayment, a manager's assignment): to refund.
+    excess_amount = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
+    # Who tied this payment to a sale by hand (a cashier's claim by code, a manager's assignment).
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    # A manager's closing word on a payment that needed review (refund made, assigned, written off).
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -202,7 +219,53 @@ class MpesaTransaction(models.Model):
             models.Index(fields=["match_status", "created_at"]),
             models.Index(fields=["shop", "created_at"]),
             models.Index(fields=["bill_ref_number"]),
+            # The reconciliation queues of one shop (unmatched, review), and the excess still to refund.
+            models.Index(fields=["shop", "match_status", "created_at"], name="mpesa_tx_shop_queue"),
+            models.Index(fields=["shop", "created_at"], name="mpesa_tx_excess_to_refund",
+                         condition=Q(excess_amount__gt=0, resolved_at__isnull=True)),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(excess_amount__gte=0), name="mpesa_excess_not_negative"),
         ]
 
     def __str__(self) -> str:
         return f"{self.receipt_number or '(receipt pending)'} KES {self.amount}"
+
+
+class PaymentClaim(models.Model):
+    """A cashier's "the customer paid to our till" by M-Pesa code. Only Safaricom's own
+    confirmation in the ledger pays the sale; until it arrives the claim waits, then expires."""
+
+    class Status(models.TextChoices):
+        WAITING = "waiting", "waiting for M-Pesa's confirmation"
+        PAID = "paid", "paid the sale"
+        REFUSED = "refused", "refused"
+        EXPIRED = "expired", "no confirmation came"
+
+    LIVE = (Status.WAITING, Status.PAID)
+
+    sale = models.ForeignKey("pos.Sale", on_delete=models.PROTECT, related_name="mpesa_claims")
+    shop = models.ForeignKey("pos.Shop", on_delete=models.PROTECT, related_name="+")
+    code = models.CharField("M-Pesa code", max_length=20)
+    claimed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.WAITING)
+    message = models.TextField(blank=True)
+    transaction = models.ForeignKey(
+        MpesaTransaction, null=True, blank=True, on_delete=models.PROTECT, related_name="claims"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "M-Pesa claim"
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "created_at"])]
+        constraints = [
+            # One code, one sale: two tills claiming the same SMS at once cannot both win.
+            models.UniqueConstraint(
+                fields=["code"], condition=Q(status__in=["waiting", "paid"]), name="one_live_claim_per_code"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} for sale {self.sale_id} ({self.status})"

@@ -13,8 +13,10 @@ from .services import apply_mpesa_transaction
 
 
 @receiver(post_save, sender=MpesaTransaction, dispatch_uid="mpesa.apply_matched_transaction")
-def apply_matched_transaction(sender, instance: MpesaTransaction, raw: bool = False, **kwargs) -> None:
+def apply_matched_transaction(sender, instance: MpesaTransaction, created: bool = False, raw: bool = False,
+                              **kwargs) -> None:
     if raw:  # fixture loading: the rows are history, not new money
         return
     if instance.match_status == MpesaTransaction.Match.MATCHED and instance.sale_id and not instance.payment_id:
-        apply_mpesa_transaction(transaction_id=instance.pk, sale_id=instance.sale_id)
+        apply_mpesa_transaction(transaction_id=instance.pk, sale_id=instance.sale_id,
+                                new_row=instance if created else None)

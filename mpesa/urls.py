@@ -25,5 +25,9 @@ def _callback_patterns() -> list:
 urlpatterns = _callback_patterns() + [
     path("cashier/check-mpesa-payment/<int:sale_id>", views.CheckMpesaPaymentView.as_view(), name="check-payment"),
     path("cashier/sales/<int:sale_id>/mpesa", views.StartStkPaymentView.as_view(), name="start-stk"),
+    path("cashier/mpesa/unclaimed", views.UnclaimedMpesaPaymentsView.as_view(), name="unclaimed-payments"),
+    path("cashier/sales/<int:sale_id>/mpesa-claim", views.ClaimMpesaPaymentView.as_view(), name="claim-payment"),
+    path("cashier/sales/<int:sale_id>/mpesa-claim/<int:claim_id>", views.MpesaClaimStatusView.as_view(),
+         name="claim-status"),
     path("healthz", views.healthz, name="healthz"),
 ]

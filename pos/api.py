@@ -6,8 +6,9 @@ cashier can act on. Session login and CSRF come from DRF's SessionAuthentication
 
 from decimal import Decimal
 
+from django.core.exceptions import RequestDataTooBig
 from django.urls import reverse
-from rest_framework import exceptions, serializers, status
+from rest_framework import exceptions, parsers, renderers, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -73,13 +74,41 @@ class _PhoneField(serializers.RegexField):
         return "".join(ch for ch in super().to_internal_value(data) if ch.isdigit())
 
 
+class _JSONParser(parsers.JSONParser):
+    """JSON nested deeper than Python can follow is a malformed request like any other, not a crash."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON nested too deeply.") from None
+
+
+class _JSONRenderer(renderers.JSONRenderer):
+    # Escaped ASCII: an error that quotes a hostile request's lone surrogate is still valid JSON.
+    ensure_ascii = True
+
+
 class CashierAPIView(APIView):
     """Turns every refusal into `{success: false, error}` with a status the till understands."""
+
+    parser_classes = [_JSONParser, parsers.FormParser, parsers.MultiPartParser]
+    renderer_classes = [_JSONRenderer]
 
     def handle_exception(self, exc):
         if isinstance(exc, (SaleError, StockError)):
             return Response({"success": False, "error": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-        if isinstance(exc, exceptions.ParseError):
+        if isinstance(exc, RequestDataTooBig):
+            # Django would answer with an HTML page the till cannot show.
+            exc = exceptions.ParseError(
+                "The till sent far more data than a sale needs, so the server did not read it. Reload the page "
+                "and try again."
+            )
+        elif isinstance(exc, exceptions.UnsupportedMediaType):
+            exc = exceptions.ParseError(
+                "The till sent a request the server could not read (not JSON). Reload the page and try again."
+            )
+        elif isinstance(exc, exceptions.ParseError):
             exc = exceptions.ParseError(
                 "The till sent a request the server could not read (malformed JSON). Reload the page and try again."
             )
@@ -114,7 +143,8 @@ _NOT_AN_OBJECT = "The till sent a request the server could not read (expected a 
 
 
 class CreateSaleView(CashierAPIView):
-    """POST /cashier/create-sale: cash sales complete at once; M-Pesa sales start a prompt."""
+    """POST /cashier/create-sale: cash sales complete at once; M-Pesa sales start a prompt; "later"
+    keeps the sale pending for a payment that follows (a payment to the shop's till, claimed by its code)."""
 
     class InputSerializer(serializers.Serializer):
         default_error_messages = {"invalid": _NOT_AN_OBJECT}
@@ -131,7 +161,7 @@ class CreateSaleView(CashierAPIView):
             },
         )
         payment_method = serializers.ChoiceField(
-            choices=["cash", "mpesa"],
+            choices=["cash", "mpesa", "later"],
             error_messages={
                 "required": "Choose a payment method: cash or M-Pesa.",
                 "null": "Choose a payment method: cash or M-Pesa.",
@@ -159,6 +189,9 @@ class CreateSaleView(CashierAPIView):
                 customer_phone=phone,
             )
             body = {"change_due": _money(payment.change_given), "mpesa_checkout_id": None}
+        elif data["payment_method"] == "later":
+            sale = services.create_sale(cashier=request.user, till=till, items=items, customer_phone=phone)
+            body = {"change_due": "0.00", "mpesa_checkout_id": None}
         else:
             try:
                 sale, started = services.start_sale(

@@ -81,12 +81,20 @@ class Sale(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
     cancel_reason = models.CharField(max_length=200, blank=True)
+    # The till's open shift when the sale was made (null only for sales from before shifts existed).
+    shift = models.ForeignKey("Shift", null=True, blank=True, on_delete=models.PROTECT, related_name="sales")
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["shop", "status", "created_at"]),
             models.Index(fields=["cashier", "created_at"]),
+            # The sales list newest first and the dashboard's day and week, chain-wide and per shop,
+            # read as index ranges (ordering is -created_at, -id).
+            models.Index(fields=["created_at", "id"], name="sale_created"),
+            models.Index(fields=["shop", "created_at", "id"], name="sale_shop_created"),
+            # Sales left pending (the "pending too long" queue), across the chain or per shop.
+            models.Index(fields=["shop", "created_at"], name="sale_pending", condition=Q(status="pending")),
         ]
         constraints = [
             models.CheckConstraint(
@@ -162,3 +170,104 @@ class Payment(models.Model):
     def __str__(self) -> str:
         # Lists of payments select_related("sale"): the receipt number costs no query per row.
         return f"{self.get_method_display()} KES {self.amount} · {self.sale.receipt_number}"
+
+
+class ManagerAction(models.Model):
+    """What a manager did to fix the books, who did it and why. Append-only: the audit trail."""
+
+    class Action(models.TextChoices):
+        ASSIGN_PAYMENT = "assign_payment", "assigned an M-Pesa payment to a sale"
+        REFUND_OVERPAYMENT = "refund_overpayment", "marked an overpayment refunded"
+        QUERY_STK = "query_stk", "asked M-Pesa for a prompt's outcome"
+        REPROCESS_CALLBACK = "reprocess_callback", "re-processed a callback"
+        CANCEL_SALE = "cancel_sale", "cancelled a stale sale"
+        CLOSE_SHIFT = "close_shift", "closed a shift"
+
+    shop = models.ForeignKey(Shop, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=30, choices=Action.choices)
+    target = models.CharField(max_length=120, help_text='What was acted on: "sale DEMO-0000123", "M-Pesa QK12AB34CD".')
+    reason = models.TextField(help_text="Why, in the manager's words.")
+    outcome = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["shop", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.get_action_display()}: {self.target}"
+
+
+class Shift(models.Model):
+    """A cashier's session on a till: opened with a float, closed with a blind cash count."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "open"
+        CLOSED = "closed", "closed"
+
+    shop = models.ForeignKey(Shop, on_delete=models.PROTECT, related_name="shifts")
+    till = models.ForeignKey(Till, on_delete=models.PROTECT, related_name="shifts")
+    opened_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    opened_at = models.DateTimeField(auto_now_add=True)
+    opening_float = models.DecimalField("opening float (KES)", max_digits=12, decimal_places=2)
+    status = models.CharField(max_length=6, choices=Status.choices, default=Status.OPEN)
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    closed_at = models.DateTimeField(null=True, blank=True)
+    counted_cash = models.DecimalField("cash counted (KES)", max_digits=12, decimal_places=2, null=True, blank=True)
+    # What the drawer should have held when it was counted: kept with the count, so the change list
+    # shows every shift's difference without adding up its sales again.
+    expected_cash = models.DecimalField(
+        "cash expected (KES)", max_digits=12, decimal_places=2, null=True, blank=True
+    )
+    close_note = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        indexes = [models.Index(fields=["shop", "opened_at"])]
+        constraints = [
+            models.UniqueConstraint(fields=["till"], condition=Q(status="open"), name="one_open_shift_per_till"),
+            models.CheckConstraint(condition=Q(opening_float__gte=0), name="shift_float_not_negative"),
+            models.CheckConstraint(
+                condition=Q(status="open", closed_at__isnull=True, counted_cash__isnull=True)
+                | Q(status="closed", closed_at__isnull=False, counted_cash__gte=0, expected_cash__isnull=False),
+                name="closed_shift_has_its_count",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Shift #{self.pk} · {self.till.name}"
+
+    @property
+    def cash_difference(self) -> Decimal | None:
+        """Counted minus expected: negative is a shortage, positive an over-count."""
+        if self.counted_cash is None or self.expected_cash is None:
+            return None
+        return self.counted_cash - self.expected_cash
+
+
+class CashMovement(models.Model):
+    """Cash put into or taken out of the drawer during a shift, other than by a sale. Append-only."""
+
+    class Kind(models.TextChoices):
+        PAY_IN = "pay_in", "pay-in"
+        PAY_OUT = "pay_out", "pay-out"
+
+    shift = models.ForeignKey(Shift, on_delete=models.PROTECT, related_name="cash_movements")
+    kind = models.CharField(max_length=7, choices=Kind.choices)
+    amount = models.DecimalField("amount (KES)", max_digits=12, decimal_places=2)
+    reason = models.CharField(max_length=200)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="cash_movement_amount_positive"),
+            models.CheckConstraint(condition=~Q(reason=""), name="cash_movement_has_a_reason"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} KES {self.amount}"

@@ -1,14 +1,19 @@
 """Sale workflows: create a sale, take payments, complete or cancel it."""
 
+import hashlib
+import ipaddress
 import logging
+import re
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission
+from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
-from django.db.models import Case, F, OuterRef, Q, Subquery, When
+from django.db import IntegrityError, transaction
+from django.db.models import Case, Count, F, OuterRef, Q, Subquery, Sum, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -16,7 +21,7 @@ from django.utils.module_loading import import_string
 from inventory.models import Product, StockLevel
 from inventory.services import sell_stock
 
-from .models import Payment, Sale, SaleLine, Shop, Staff, Till
+from .models import CashMovement, ManagerAction, Payment, Sale, SaleLine, Shift, Shop, Staff, Till
 
 logger = logging.getLogger(__name__)
 CENT = Decimal("0.01")
@@ -112,7 +117,7 @@ def parse_items(raw_items: list[dict]) -> list[ItemRequest]:
         if key == "product_id" and (isinstance(code, bool) or not isinstance(code, int)):
             raise SaleError(f"Item {number}: the product id must be a whole number.")
         if key != "product_id":
-            if not isinstance(code, str) or not code.strip():
+            if not isinstance(code, str) or not code.strip() or not code.isprintable():
                 raise SaleError(f"Item {number}: the {key} must be text, e.g. \"6161100000017\".")
             code = code.strip()
         quantity = raw.get("quantity")
@@ -156,10 +161,16 @@ def _price_lines(till: Till, items: list[ItemRequest]) -> list[SaleLine]:
 
 def _save_sale(*, cashier, till: Till, lines: list[SaleLine], customer_phone: str) -> Sale:
     with transaction.atomic():
+        # The shift row lock, before the shop's receipt counter: a sale and the shift's close never
+        # interleave, so a closed shift takes no sale and its count covers every sale it has.
+        shift = Shift.objects.select_for_update().filter(till_id=till.pk, status=Shift.Status.OPEN).first()
+        if shift is None:
+            raise SaleError(f"Open a shift on {till.name} first: enter the opening float.")
         sale = Sale.objects.create(
             receipt_number=next_receipt_number(till.shop_id),
             shop_id=till.shop_id,
             till=till,
+            shift=shift,
             cashier=cashier,
             total=sum((line.line_total for line in lines), Decimal("0")),
             vat_total=sum((line.vat_amount for line in lines), Decimal("0")),
@@ -278,7 +289,8 @@ def search_products(*, shop_id: int, query: str, limit: int = 20) -> list[dict]:
     An exact barcode (a scan), then an exact SKU, come first; then name, SKU and barcode matches
     by name. Products the shop never stocked show stock 0.
     """
-    query = query.strip()
+    # No name or code holds what PostgreSQL text refuses (NUL, lone surrogates): searched without it.
+    query = query.encode("utf-8", "ignore").decode().replace("\x00", "").strip()
     if not query:
         return []
     stock = StockLevel.objects.filter(shop_id=shop_id, product_id=OuterRef("pk")).values("on_hand")[:1]
@@ -364,12 +376,288 @@ def run_sale_completed_hooks(sale_id: int) -> None:
             logger.exception("sale-completed hook %s failed for sale %s", path, sale_id)
 
 
+# --- Shifts -----------------------------------------------------------------------------------
+
+class ShiftError(SaleError):
+    """A shift request that cannot be carried out; the message says what to do instead."""
+
+
+# The largest amount a money column (12 digits, 2 of them cents) holds: a barcode scanned into an
+# amount box is far above it.
+MAX_SHILLINGS = Decimal("9999999999.99")
+_CURRENCY_PREFIX = re.compile(r"^\s*(?:KES|KSH|SH)\.?\s*", re.IGNORECASE)
+
+
+def parse_shillings(value, *, what: str) -> Decimal:
+    """An amount of cash as the cashier typed it ("2,000", "KES 1500.50") or a Decimal: 0 or more, to the cent."""
+    name = what[0].upper() + what[1:]
+    if value is None or isinstance(value, bool) or not str(value).strip():
+        raise ShiftError(f"Enter {what} in shillings, e.g. 2000 or 1500.50.")
+    text = _CURRENCY_PREFIX.sub("", str(value)).replace(",", "").replace(" ", "")
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise ShiftError(f"{name} must be an amount in shillings, e.g. 2000 or 1500.50 (not \"{value}\").") from None
+    if not amount.is_finite():
+        raise ShiftError(f"{name} must be an amount in shillings, e.g. 2000 or 1500.50 (not \"{value}\").")
+    if amount < 0:
+        raise ShiftError(f"{name} cannot be negative.")
+    if amount != amount.quantize(CENT):
+        raise ShiftError(f"{name} can have at most 2 decimal places (cents).")
+    if amount > MAX_SHILLINGS:
+        raise ShiftError(f"{name} is far too large (\"{value}\"): check the amount. "
+                         "Was a barcode scanned into the box?")
+    return amount.quantize(CENT)
+
+
+def _person(user) -> str:
+    return user.get_full_name() or user.get_username()
+
+
+def _clock(moment) -> str:
+    """08:02 today, 27/11 08:02 another day: how a cashier says when a shift was opened."""
+    local = timezone.localtime(moment)
+    return f"{local:%H:%M}" if local.date() == timezone.localdate() else f"{local:%d/%m %H:%M}"
+
+
+def _check_staff_of(user, shop_id: int) -> None:
+    if user.is_superuser or Staff.objects.filter(user=user, shop_id=shop_id).exists():
+        return
+    raise ShiftError("Only staff of this shop work shifts on its tills. Ask a manager to add you under Staff.")
+
+
+def find_open_shift(*, till_id: int) -> Shift | None:
+    """The till's open shift (at most one: the database refuses a second)."""
+    return (Shift.objects.select_related("till", "opened_by")
+            .filter(till_id=till_id, status=Shift.Status.OPEN).first())
+
+
+def open_shift(*, till: Till, user, opening_float) -> Shift:
+    """Start a shift on a till with the cash put in the drawer. One open shift per till: a second
+    open, even at the same instant from another screen, is refused and names the open one."""
+    amount = parse_shillings(opening_float, what="the opening float")
+    if not till.is_active:
+        raise ShiftError(f"{till.name} is closed (inactive). Choose another till or ask a manager.")
+    _check_staff_of(user, till.shop_id)
+    try:
+        with transaction.atomic():
+            return Shift.objects.create(shop_id=till.shop_id, till=till, opened_by=user, opening_float=amount)
+    except IntegrityError:
+        # Only the one-open-shift-per-till index can refuse a valid row: someone opened it first.
+        current = find_open_shift(till_id=till.pk)
+        if current is None:
+            raise
+        raise ShiftError(
+            f"{till.name} already has an open shift (#{current.pk}), opened by {_person(current.opened_by)} at "
+            f"{_clock(current.opened_at)} with a float of KES {current.opening_float:,.2f}. Sell on it, or close it "
+            "first."
+        ) from None
+
+
+def record_cash_movement(*, shift_id: int, kind: str, amount, reason: str, user) -> CashMovement:
+    """Cash put into the drawer (pay-in) or taken out (pay-out) other than by a sale, with its reason."""
+    if kind not in CashMovement.Kind.values:
+        raise ShiftError("Choose pay-in (cash put into the drawer) or pay-out (cash taken out of it).")
+    label = CashMovement.Kind(kind).label
+    value = parse_shillings(amount, what=f"the {label} amount")
+    if value == 0:
+        raise ShiftError(f"A {label} must be more than zero.")
+    reason = " ".join((reason or "").split())
+    if not reason:
+        example = "change from the safe" if kind == CashMovement.Kind.PAY_IN else "paid the bread delivery"
+        raise ShiftError(f"Say what the {label} was for, e.g. \"{example}\": the manager sees it in the report.")
+    if len(reason) > 200:
+        raise ShiftError(f"Keep the reason for the {label} under 200 characters.")
+    with transaction.atomic():
+        # The close takes this lock too: a movement lands before the count or is refused after it.
+        shift = Shift.objects.select_for_update().get(pk=shift_id)
+        _check_staff_of(user, shift.shop_id)
+        if shift.status != Shift.Status.OPEN:
+            raise ShiftError(f"Shift #{shift.pk} is closed: it takes no more pay-ins or pay-outs. Open a new shift.")
+        return CashMovement.objects.create(shift=shift, kind=kind, amount=value, reason=reason, created_by=user)
+
+
+def why_shift_cannot_close(*, shift: Shift) -> str:
+    """Why the shift cannot be closed yet, in words; "" when it can.
+
+    A sale still waiting for payment would leave money outside the count: a late M-Pesa payment or
+    the rest of a split cash payment lands in a shift already counted. It is finished or cancelled
+    at the till first.
+    """
+    pending = list(Sale.objects.filter(shift=shift, status=Sale.Status.PENDING)
+                   .order_by("created_at", "pk").only("receipt_number", "total", "amount_paid")[:2])
+    if not pending:
+        return ""
+    sale = pending[0]
+    more = " Another sale is waiting too; finish or cancel each one." if len(pending) > 1 else ""
+    return (f"Sale {sale.receipt_number} (KES {sale.balance_due:,.2f} to pay) is still waiting for payment on "
+            f"{shift.till.name}: take the payment or cancel the sale on the till, then close the shift.{more}")
+
+
+def close_shift(*, shift_id: int, counted_cash, user, note: str = "") -> Shift:
+    """End a shift with a blind count: the cashier enters the cash in the drawer without being
+    shown what it should be; the expected figure is worked out and kept with the count here."""
+    counted = parse_shillings(counted_cash, what="the cash counted")
+    note = (note or "").strip()
+    if len(note) > 500:
+        raise ShiftError("Keep the closing note under 500 characters.")
+    with transaction.atomic():
+        # Sales and pay-ins/outs take this lock first too: nothing lands in the shift during the count.
+        shift = Shift.objects.select_for_update(of=("self",)).select_related("till").get(pk=shift_id)
+        _check_staff_of(user, shift.shop_id)
+        if shift.status == Shift.Status.CLOSED:
+            raise ShiftError(f"Shift #{shift.pk} on {shift.till.name} was already closed at "
+                             f"{_clock(shift.closed_at)}. Open a new shift to sell.")
+        refusal = why_shift_cannot_close(shift=shift)
+        if refusal:
+            raise ShiftError(refusal)
+        lines = _drawer_lines(shift, _payment_totals(shift.pk), _movement_totals(shift.pk))
+        shift.expected_cash = sum((amount for _, amount in lines), Decimal("0"))
+        shift.counted_cash = counted
+        shift.status, shift.closed_by, shift.closed_at, shift.close_note = (
+            Shift.Status.CLOSED, user, timezone.now(), note
+        )
+        shift.save(update_fields=["status", "closed_by", "closed_at", "counted_cash", "expected_cash", "close_note"])
+    return shift
+
+
+def _payment_totals(shift_id: int) -> dict[str, dict]:
+    """Per payment method: how many payments, what the customers handed over, the change given back."""
+    rows = (Payment.objects.filter(sale__shift_id=shift_id).values("method")
+            .annotate(count=Count("pk"), received=Sum(Coalesce("tendered", "amount")), change=Sum("change_given")))
+    return {row["method"]: row for row in rows}
+
+
+def _movement_totals(shift_id: int) -> dict[str, Decimal]:
+    rows = CashMovement.objects.filter(shift_id=shift_id).values("kind").annotate(total=Sum("amount"))
+    totals = {row["kind"]: row["total"] for row in rows}
+    return {kind: totals.get(kind, Decimal("0")) for kind in CashMovement.Kind.values}
+
+
+def _drawer_lines(shift: Shift, payments: dict[str, dict], movements: dict[str, Decimal], *,
+                  blind: bool = False) -> list[tuple[str, Decimal]]:
+    """What went into and out of the drawer; they add up to the cash expected in it. `blind`: only
+    what the cashier entered (float, pay-ins, pay-outs), not the sales that make up the rest.
+
+    A cash payment keeps what the customer handed over (`tendered`) and the change given back;
+    its `amount` is what it settled, so cash received − change given = the cash sales. Change on
+    other methods (the cents above an M-Pesa payment rounded up to whole shillings) is given in
+    cash, out of this drawer too.
+    """
+    zero = Decimal("0")
+    cash = payments.get(Payment.Method.CASH, {})
+    lines = [("Opening float", shift.opening_float)]
+    if not blind:
+        lines += [("Cash received from customers", cash.get("received") or zero),
+                  ("Change given", -(cash.get("change") or zero))]
+        for method, row in payments.items():
+            if method != Payment.Method.CASH and row["change"]:
+                lines.append((f"Change given on {Payment.Method(method).label} payments", -row["change"]))
+    lines += [("Pay-ins", movements[CashMovement.Kind.PAY_IN]), ("Pay-outs", -movements[CashMovement.Kind.PAY_OUT])]
+    return lines
+
+
+def _is_cashier(user) -> bool:
+    if user.is_superuser:
+        return False
+    return Staff.objects.filter(user=user, role=Staff.Role.CASHIER).exists()
+
+
+def shift_report(*, shift_id: int, user=None) -> dict:
+    """The X report of an open shift or the Z report of a closed one.
+
+    Per payment method ("methods"): what the shift's records expect, what was counted (cash) or
+    received (the ledger of the app that takes the method, from POS_SHIFT_REPORT_SECTIONS), and
+    the difference, received − expected: negative is short, positive is over. "attention" lists what
+    a manager has to look at, "summary" says it in sentences, and "balanced" is a closed shift with
+    nothing to look at. With `user` a cashier and the shift still open, the figures that
+    would give away the drawer's expected cash are left out (None): the count at close is blind.
+    """
+    shift = Shift.objects.select_related("shop", "till", "opened_by", "closed_by").get(pk=shift_id)
+    closed = shift.status == Shift.Status.CLOSED
+    blind = not closed and user is not None and _is_cashier(user)
+    until = shift.closed_at or timezone.now()
+    payments = _payment_totals(shift.pk)
+    movements = list(shift.cash_movements.select_related("created_by"))
+    lines = _drawer_lines(shift, payments, _movement_totals(shift.pk), blind=blind)
+    expected = shift.expected_cash if closed else (None if blind else sum((a for _, a in lines), Decimal("0")))
+    methods = [{
+        "method": Payment.Method.CASH, "label": "Cash",
+        "expected_label": "Expected in the drawer", "expected": expected,
+        "received_label": "Counted", "received": shift.counted_cash, "difference": shift.cash_difference,
+        "lines": [{"label": label, "amount": amount} for label, amount in lines], "attention": [],
+    }]
+    for path in settings.POS_SHIFT_REPORT_SECTIONS:
+        methods.append(import_string(path)(shift=shift, until=until))
+    covered = {row["method"] for row in methods}
+    for method, row in payments.items():
+        if method not in covered:
+            label = Payment.Method(method).label
+            methods.append({
+                "method": method, "label": label, "expected_label": f"Sales paid by {label}",
+                "expected": row["received"], "received_label": "Received", "received": None, "difference": None,
+                "lines": [], "attention": [],
+            })
+
+    summary = _report_summary(methods)
+    sales = {row["status"]: row for row in Sale.objects.filter(shift=shift).values("status")
+             .annotate(count=Count("pk"), total=Sum("total"), vat=Sum("vat_total"))}
+    completed = sales.get(Sale.Status.COMPLETED, {})
+    cancelled = sales.get(Sale.Status.CANCELLED, {})
+    return {
+        "kind": "Z" if closed else "X",
+        "title": "Z report" if closed else "X report",
+        "blind": blind,
+        "shift_id": shift.pk,
+        "shop": shift.shop.name,
+        "till": shift.till.name,
+        "till_id": shift.till_id,
+        "status": shift.status,
+        "opened_by": _person(shift.opened_by),
+        "opened_at": shift.opened_at,
+        "closed_by": _person(shift.closed_by) if shift.closed_by else "",
+        "closed_at": shift.closed_at,
+        "close_note": shift.close_note,
+        "opening_float": shift.opening_float,
+        "generated_at": timezone.now(),
+        "sales": {
+            "completed": completed.get("count", 0),
+            "completed_total": None if blind else completed.get("total") or Decimal("0"),
+            "vat_total": None if blind else completed.get("vat") or Decimal("0"),
+            "cancelled": cancelled.get("count", 0),
+            "pending": sales.get(Sale.Status.PENDING, {}).get("count", 0),
+        },
+        "methods": methods,
+        "movements": [
+            {"kind": m.kind, "label": m.get_kind_display(), "amount": m.amount, "reason": m.reason,
+             "by": _person(m.created_by), "at": m.created_at}
+            for m in movements
+        ],
+        "summary": summary,
+        "balanced": closed and not summary,
+    }
+
+
+def _report_summary(methods: list[dict]) -> list[str]:
+    """One sentence per thing a manager must look at; empty when every method balances."""
+    sentences = []
+    for row in methods:
+        difference = row["difference"]
+        if difference:
+            what = "short" if difference < 0 else "over"
+            sentences.append(f"{row['label']} is KES {abs(difference):,.2f} {what}.")
+        for item in row["attention"]:
+            sentences.append(item["summary"])
+    return sentences
+
+
 # --- Staff and roles --------------------------------------------------------------------------
 
 ROLE_GROUPS = {Staff.Role.CASHIER: "Cashier", Staff.Role.MANAGER: "Manager", Staff.Role.OWNER: "Owner"}
 _TILL_PERMISSIONS = [
     "inventory.view_product", "inventory.view_stocklevel", "pos.view_shop", "pos.view_till",
     "pos.add_sale", "pos.view_sale", "pos.view_saleline", "pos.add_payment", "pos.view_payment",
+    "pos.add_shift", "pos.change_shift", "pos.view_shift", "pos.add_cashmovement", "pos.view_cashmovement",
 ]
 # Model permissions of each role's group. Rows are scoped by shop on top of these (views, admin):
 # a manager runs one shop's back office, an owner the whole chain. Only owners manage logins,
@@ -377,7 +665,7 @@ _TILL_PERMISSIONS = [
 ROLE_PERMISSIONS = {
     Staff.Role.CASHIER: _TILL_PERMISSIONS,
     Staff.Role.MANAGER: _TILL_PERMISSIONS + [
-        "pos.change_shop", "pos.add_till", "pos.change_till", "pos.view_staff",
+        "pos.change_shop", "pos.add_till", "pos.change_till", "pos.view_staff", "pos.view_manageraction",
         "inventory.add_product", "inventory.change_product",
         "inventory.view_stockmovement", "inventory.add_stockmovement",
     ],
@@ -446,3 +734,124 @@ def add_staff(user, shop: Shop, role: str, *, default_till: Till | None = None) 
             user.is_staff = is_staff
             user.save(update_fields=["is_staff"])
     return staff
+
+
+# --- Manager actions --------------------------------------------------------------------------
+
+def check_may_manage(user, shop_id: int | None) -> None:
+    """Managers act on their own shop only; owners and superusers on every shop, and alone on what
+    belongs to no shop yet (a payment to an unknown account, an orphan callback)."""
+    if user.is_superuser:
+        return
+    staff = Staff.objects.filter(user=user).only("shop_id", "role").first()
+    if staff is not None and staff.role == Staff.Role.OWNER:
+        return
+    if staff is None or staff.role != Staff.Role.MANAGER:
+        raise SaleError("Only a manager or an owner can do this. Ask one of them.")
+    if shop_id != staff.shop_id:
+        raise SaleError("That belongs to another shop (or to none yet): only an owner can act on it.")
+
+
+def required_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise SaleError("Say why: every manager action is recorded with its reason, "
+                        "e.g. \"customer paid to the till, cashier forgot to claim\".")
+    return reason
+
+
+def record_manager_action(*, user, shop_id: int | None, action: str, target: str, reason: str,
+                          outcome: str = "") -> ManagerAction:
+    """The audit row of a manager's correction: who, when, on what, why and what came of it."""
+    return ManagerAction.objects.create(
+        user=user, shop_id=shop_id, action=action, target=target[:120], reason=required_reason(reason),
+        outcome=outcome,
+    )
+
+
+def stale_sales():
+    """Pending sales older than POS_STALE_SALE_MINUTES: the till gave up on them, nobody paid."""
+    return Sale.objects.filter(
+        status=Sale.Status.PENDING,
+        created_at__lt=timezone.now() - timedelta(minutes=settings.POS_STALE_SALE_MINUTES),
+    )
+
+
+def cancel_stale_sale(*, sale_id: int, user, reason: str) -> Sale:
+    """A manager cancels a sale left pending at a till; refused while it may still be paid or
+    when money is already on it (that money needs the sale completed, not forgotten)."""
+    reason = required_reason(reason)
+    with transaction.atomic():
+        sale = Sale.objects.select_for_update().get(pk=sale_id)
+        check_may_manage(user, sale.shop_id)
+        if sale.status != Sale.Status.PENDING:
+            raise SaleError(f"Sale {sale.receipt_number} is {sale.status}; only a pending sale can be cancelled.")
+        age = timezone.now() - sale.created_at
+        if age < timedelta(minutes=settings.POS_STALE_SALE_MINUTES):
+            raise SaleError(
+                f"Sale {sale.receipt_number} was started {int(age.total_seconds() // 60)} min ago; the cashier may "
+                f"still be taking payment. It can be cancelled here after {settings.POS_STALE_SALE_MINUTES} min, "
+                "or at the till now."
+            )
+        if sale.amount_paid > 0:
+            raise SaleError(
+                f"KES {sale.amount_paid:,.2f} is already paid on sale {sale.receipt_number}, so it is not "
+                f"abandoned: take the KES {sale.balance_due:,.2f} still due at the till to complete it."
+            )
+        cancel_sale(sale_id=sale.pk, user=user, reason=f"Cancelled by a manager: {reason}"[:200])
+        sale.refresh_from_db()
+        record_manager_action(user=user, shop_id=sale.shop_id, action=ManagerAction.Action.CANCEL_SALE,
+                              target=f"sale {sale.receipt_number}", reason=reason,
+                              outcome=f"Cancelled; nothing had been paid (total KES {sale.total:,.2f}).")
+        return sale
+
+
+# --- Login throttling ---------------------------------------------------------------------------
+
+def client_ip(remote_addr: str, forwarded_for: str) -> str | None:
+    """The address that reached our first proxy (or us), or None when a trusted hop is missing.
+
+    Each of our MPESA_TRUSTED_PROXY_COUNT proxies appends the address it saw to X-Forwarded-For, so
+    the caller is that many entries from the right; anything further left was written by the caller
+    and proves nothing. (The log-in throttle and the M-Pesa callback allowlist both read it so.)
+    """
+    hops = [hop.strip() for hop in (forwarded_for or "").split(",") if hop.strip()]
+    chain = hops + [remote_addr or ""]
+    trusted = settings.MPESA_TRUSTED_PROXY_COUNT
+    if trusted >= len(chain):
+        return None
+    try:
+        address = ipaddress.ip_address(chain[-1 - trusted])
+    except ValueError:
+        return None
+    # A dual-stack listener sees an IPv4 caller as ::ffff:a.b.c.d; the allowlist is in IPv4.
+    return str(getattr(address, "ipv4_mapped", None) or address)
+
+
+def _login_key(username: str, ip: str) -> str:
+    return "login-failures:" + hashlib.sha256(f"{username.strip().lower()}|{ip}".encode()).hexdigest()
+
+
+def login_refusal(*, username: str, ip: str) -> str:
+    """Why this username may not try to log in from this address now ("" when it may)."""
+    if (cache.get(_login_key(username, ip)) or 0) < settings.LOGIN_MAX_FAILURES:
+        return ""
+    return (f"Too many failed log-ins for {username} from this device. Wait {settings.LOGIN_LOCKOUT_MINUTES} "
+            "minutes and try again, or ask the owner to check your username and password.")
+
+
+def note_login_failure(*, username: str, ip: str) -> None:
+    """Count a failed log-in; at the limit the lock-out runs its full time from this failure."""
+    key, timeout = _login_key(username, ip), settings.LOGIN_LOCKOUT_MINUTES * 60
+    cache.add(key, 0, timeout)
+    try:
+        failures = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, failures := 1, timeout)
+    if failures >= settings.LOGIN_MAX_FAILURES:
+        cache.touch(key, timeout)
+        logger.warning("log-in locked for %s from %s after %s failures", username, ip, failures)
+
+
+def clear_login_failures(*, username: str, ip: str) -> None:
+    cache.delete(_login_key(username, ip))

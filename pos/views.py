@@ -6,12 +6,15 @@ from functools import wraps
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import get_object_or_404, render
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
-from .models import Sale, Staff
-from .services import SaleError, find_cashier_till
+from .forms import ThrottledLoginForm
+from .models import Sale, Shift, Staff
+from .services import (SaleError, ShiftError, close_shift, find_cashier_till, find_open_shift, open_shift,
+                       parse_shillings, record_cash_movement, shift_report, why_shift_cannot_close)
 
 NOT_STAFF_MESSAGE = (
     "Your login is not set up as staff of a shop, so it cannot use the till. "
@@ -62,6 +65,8 @@ def _staff_page(view):
 class StaffLoginView(LoginView):
     """The login form: managers and owners land in the back office, everyone else on the till."""
 
+    form_class = ThrottledLoginForm
+
     def get_redirect_url(self):
         # `login_required` sends everyone who opens the site to login with next=/ (the till): that is
         # not a wish for the till, so it does not overrule the back office for a manager.
@@ -87,6 +92,9 @@ def home(request, staff):
         till, till_error = find_cashier_till(staff), ""
     except SaleError as error:
         till, till_error = None, str(error)
+    if till is not None and find_open_shift(till_id=till.pk) is None:
+        # Every sale belongs to a shift: the cashier counts the float in first.
+        return redirect("pos:shift-open")
     config = {
         "urls": {
             "createSale": reverse("pos:create-sale"),
@@ -122,4 +130,102 @@ def recent_sales(request, staff):
     return render(request, "pos/recent_sales.html", {
         "staff": staff, "rows": rows, "today": timezone.localdate(),
         "completed_count": len(completed), "completed_total": sum(s.total for s in completed),
+    })
+
+
+# --- Shifts: open with a float, pay-ins and pay-outs, close with a blind count, X and Z reports ----
+
+def _shift_till(staff: Staff):
+    """The till the cashier works at, or None when the shop has none open (the till page says why)."""
+    try:
+        return find_cashier_till(staff)
+    except SaleError:
+        return None
+
+
+@_staff_page
+def shift_open(request, staff):
+    till = _shift_till(staff)
+    if till is None:
+        return redirect("pos:home")
+    if find_open_shift(till_id=till.pk) is not None:
+        return redirect("pos:shift")
+    error = ""
+    if request.method == "POST":
+        try:
+            open_shift(till=till, user=request.user, opening_float=request.POST.get("opening_float"))
+        except ShiftError as refusal:
+            error = str(refusal)
+        else:
+            return redirect("pos:home")
+    last = Shift.objects.filter(till=till, status=Shift.Status.CLOSED).select_related("closed_by").first()
+    return render(request, "pos/shift_open.html", {
+        "staff": staff, "till": till, "error": error, "value": request.POST.get("opening_float", ""),
+        "last_shift": last,
+    })
+
+
+@_staff_page
+def shift_detail(request, staff):
+    """The open shift: its X report and the pay-in / pay-out form."""
+    till = _shift_till(staff)
+    shift = find_open_shift(till_id=till.pk) if till else None
+    if shift is None:
+        return redirect("pos:shift-open")
+    error = ""
+    if request.method == "POST":
+        try:
+            movement = record_cash_movement(
+                shift_id=shift.pk, kind=request.POST.get("kind", ""), amount=request.POST.get("amount"),
+                reason=request.POST.get("reason", ""), user=request.user,
+            )
+        except ShiftError as refusal:
+            error = str(refusal)
+        else:
+            messages.success(request, f"{movement.get_kind_display().capitalize()} of KES {movement.amount:,.2f} "
+                                      f"recorded: {movement.reason}.")
+            return redirect("pos:shift")
+    return render(request, "pos/shift_detail.html", {
+        "staff": staff, "till": till, "shift": shift, "error": error, "form": request.POST,
+        "report": shift_report(shift_id=shift.pk, user=request.user),
+    })
+
+
+@_staff_page
+def shift_close(request, staff):
+    """The blind count: the total counted, then a confirmation, then the Z report. The expected
+    figure is never on this page."""
+    till = _shift_till(staff)
+    shift = find_open_shift(till_id=till.pk) if till else None
+    if shift is None:
+        closed = Shift.objects.filter(till=till, status=Shift.Status.CLOSED).first() if till else None
+        if request.method == "POST" and closed is not None:
+            # A second press of "Close shift": the first one closed it.
+            return redirect("pos:shift-report", shift_id=closed.pk)
+        return redirect("pos:shift-open")
+    step, error, counted = "count", "", None
+    note = request.POST.get("close_note", "")
+    blocker = why_shift_cannot_close(shift=shift)
+    if request.method == "POST" and not blocker:
+        try:
+            counted = parse_shillings(request.POST.get("counted_cash"), what="the cash counted")
+            if request.POST.get("confirm") == "1":
+                close_shift(shift_id=shift.pk, counted_cash=counted, user=request.user, note=note)
+                return redirect("pos:shift-report", shift_id=shift.pk)
+            step = "confirm"
+        except ShiftError as refusal:
+            error = str(refusal)
+    return render(request, "pos/shift_close.html", {
+        "staff": staff, "till": till, "shift": shift, "step": step, "error": error, "blocker": blocker,
+        "counted": counted, "note": note, "value": request.POST.get("counted_cash", ""),
+    })
+
+
+@_staff_page
+def shift_report_page(request, staff, shift_id: int):
+    """A shift's X report (open) or Z report (closed), for any staff of its shop; printable."""
+    shift = get_object_or_404(Shift.objects.select_related("till"), pk=shift_id, shop_id=staff.shop_id)
+    return render(request, "pos/shift_report.html", {
+        "staff": staff, "till": shift.till, "shift": shift,
+        "report": shift_report(shift_id=shift.pk, user=request.user),
     })

@@ -1,11 +1,12 @@
 """Back office for printers, print jobs and receipts (preview and reprint of any sale)."""
 
 from django.contrib import admin, messages
+from django.db.models import OuterRef, Subquery
 from django.http import HttpResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from inventory.admin import ReadOnlyAdminMixin, ShopScopedAdmin
+from inventory.admin import ReadOnlyAdminMixin, ShopScopedAdmin, shop_filter
 
 from . import services
 from .models import Printer, PrintJob, SaleReceipt
@@ -44,9 +45,9 @@ class PrinterAdmin(ShopScopedAdmin):
 class PrintJobAdmin(ReadOnlyAdminMixin, ShopScopedAdmin):
     shop_path = "sale__shop"
     list_display = ["id", "created_at", "sale", "printer", "status", "attempts", "is_copy", "last_error"]
-    list_filter = ["status", "is_copy", ("sale__shop", admin.RelatedOnlyFieldListFilter)]
+    list_filter = ["status", "is_copy", shop_filter("sale__shop")]
     list_select_related = ["sale", "printer"]
-    search_fields = ["=sale__receipt_number"]
+    code_search_fields = ("sale__receipt_number",)
     date_hierarchy = "created_at"
     list_per_page = 100
     fields = ["sale", "printer", "destination", "status", "attempts", "last_error", "is_copy", "size",
@@ -88,9 +89,9 @@ class SaleReceiptAdmin(ReadOnlyAdminMixin, ShopScopedAdmin):
     """Each sale's receipt as printed, with its print jobs; reprint a copy from here."""
 
     list_display = ["receipt_number", "completed_at", "shop", "till", "total", "status", "print_status"]
-    list_filter = ["status", ("shop", admin.RelatedOnlyFieldListFilter)]
+    list_filter = ["status", shop_filter()]
     list_select_related = ["shop", "till__shop"]
-    search_fields = ["=receipt_number"]
+    code_search_fields = ("receipt_number",)
     date_hierarchy = "created_at"
     list_per_page = 100
     show_full_result_count = False
@@ -98,10 +99,15 @@ class SaleReceiptAdmin(ReadOnlyAdminMixin, ShopScopedAdmin):
     readonly_fields = fields
     actions = ["reprint"]
 
+    def get_queryset(self, request):
+        # The latest print job's status comes with each row: one query for the page, not one per row.
+        latest = PrintJob.objects.filter(sale=OuterRef("pk")).order_by("-id").values("status")[:1]
+        return super().get_queryset(request).annotate(last_print_status=Subquery(latest))
+
     @admin.display(description="printing")
     def print_status(self, obj):
-        job = obj.print_jobs.order_by("-id").first()
-        return job.get_status_display() if job else "–"
+        status = obj.last_print_status
+        return PrintJob.Status(status).label if status else "–"
 
     @admin.display(description="print jobs")
     def jobs(self, obj):

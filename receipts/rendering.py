@@ -10,6 +10,7 @@ from functools import cache
 
 import qrcode
 import qrcode.image.svg
+from django.utils import timezone
 from escpos.capabilities import get_profile
 from escpos.printer import Dummy
 from PIL import Image, ImageDraw, ImageFont
@@ -168,6 +169,105 @@ def layout_receipt(receipt: Receipt, columns: int) -> list[Row | QrCode]:
     ops.append(Row("Scan to check this receipt", align="center"))
     if receipt.is_copy:
         ops.append(Row(COPY_MARK, align="center", bold=True))
+    return ops
+
+
+def _difference_text(difference: Decimal) -> str:
+    if difference < 0:
+        return f"SHORT {money(difference)}"
+    if difference > 0:
+        return f"OVER +{money(difference)}"
+    return "0.00"
+
+
+def _report_time(moment) -> str:
+    return timezone.localtime(moment).strftime("%d/%m/%Y %H:%M")
+
+
+def layout_shift_report(report: dict, columns: int) -> list[Row]:
+    """A shift's X or Z report (pos.services.shift_report) as printed rows, for any paper width:
+    every figure is a label and an amount on one line, so nothing needs a table's columns."""
+    half = columns // 2
+    rule = Row("-" * columns)
+
+    def pair(label: str, amount: str, **style) -> list[Row]:
+        label = to_printable(label)
+        if len(label) + 1 + len(amount) <= columns:
+            return [Row(_pair(label, amount, columns), **style)]
+        # Too long for one line on narrow paper: the label wraps, the amount keeps its right edge.
+        return _rows_of(label, columns, **style) + [Row(f"{amount:>{columns}}", **style)]
+
+    ops: list[Row] = []
+    ops += _rows_of(report["shop"], half, align="center", bold=True, double=True)
+    ops.append(Row(f"{report['kind']} REPORT", align="center", bold=True, double=True))
+    if report["kind"] == "X":
+        ops.append(Row("Shift still open", align="center"))
+    ops.append(rule)
+    ops += pair(f"Shift #{report['shift_id']}", to_printable(report["till"]))
+    ops += pair("Opened", _report_time(report["opened_at"]))
+    ops += _rows_of(f"  by {report['opened_by']}", columns)
+    if report["closed_at"]:
+        ops += pair("Closed", _report_time(report["closed_at"]))
+        ops += _rows_of(f"  by {report['closed_by']}", columns)
+    ops += pair("Printed", _report_time(report["generated_at"]))
+    ops.append(rule)
+
+    for row in report["methods"]:
+        ops.append(Row(to_printable(row["label"]).upper(), bold=True))
+        for line in row["lines"]:
+            ops += pair(line["label"], money(line["amount"]))
+        if row["expected"] is not None:
+            ops += pair(row["expected_label"], money(row["expected"]), bold=True)
+        if row["received"] is not None:
+            ops += pair(row["received_label"], money(row["received"]), bold=True)
+        if row["difference"] is not None:
+            ops += pair("Difference", _difference_text(row["difference"]), bold=True)
+        for item in row["attention"]:
+            ops += _rows_of(f"{item['title']}: KES {money(item['total'])}", columns)
+            for entry in item["items"]:
+                when = timezone.localtime(entry["time"]).strftime("%H:%M")
+                ops += pair(f" {when} {entry['reference']}", money(entry["amount"]))
+                if entry["detail"]:
+                    ops += [Row(f"   {part.text}") for part in _rows_of(entry["detail"], columns - 3)]
+        ops.append(rule)
+    if report["blind"]:
+        ops += _rows_of("Blind count: the cash expected is printed once the shift is closed and counted.", columns)
+        ops.append(rule)
+
+    sales = report["sales"]
+    ops.append(Row("SALES", bold=True))
+    ops += pair("Completed", str(sales["completed"]))
+    if sales["completed_total"] is not None:
+        ops += pair("Completed total", money(sales["completed_total"]))
+        ops += pair("VAT in them", money(sales["vat_total"]))
+    ops += pair("Cancelled", str(sales["cancelled"]))
+    if sales["pending"]:
+        ops += pair("Waiting for payment", str(sales["pending"]))
+    if report["movements"]:
+        ops.append(rule)
+        ops.append(Row("PAY-INS AND PAY-OUTS", bold=True))
+        for movement in report["movements"]:
+            sign = "-" if movement["kind"] == "pay_out" else ""
+            when = timezone.localtime(movement["at"]).strftime("%H:%M")
+            ops += pair(f"{when} {movement['label']}", f"{sign}{money(movement['amount'])}")
+            reason = f"{movement['reason']} ({movement['by']})"
+            ops += [Row(f"   {part.text}") for part in _rows_of(reason, columns - 3)]
+    if report["close_note"]:
+        ops.append(rule)
+        ops += _rows_of(f"Note: {report['close_note']}", columns)
+    if report["summary"]:
+        ops.append(rule)
+        ops.append(Row("TO CHECK", bold=True))
+        for sentence in report["summary"]:
+            ops += _rows_of(f"* {sentence}", columns)
+    elif report["balanced"]:
+        ops.append(rule)
+        ops += _rows_of("Everything balances.", columns, bold=True)
+    ops.append(rule)
+    if report["kind"] == "Z":
+        for signature in ("Cashier", "Manager"):
+            ops += [Row(""), Row(_pair(signature, "_" * half, columns))]
+    ops.append(Row(""))
     return ops
 
 

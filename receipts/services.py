@@ -24,11 +24,12 @@ from escpos.capabilities import CAPABILITIES
 from comolor.logging import mask_phone
 from inventory.models import TaxBand
 from pos.models import Payment, Sale
+from pos.services import shift_report
 
 from .document import Receipt, ReceiptLine, ReceiptPayment, TaxBandTotal
 from .models import Printer, PrintJob
 from .printing import PrinterTarget, PrintError, parse_printer_address, send_to_printer, target_for
-from .rendering import Row, columns_for, render_escpos, render_escpos_ops
+from .rendering import Row, columns_for, layout_shift_report, render_escpos, render_escpos_ops
 
 logger = logging.getLogger(__name__)
 NAIROBI = ZoneInfo("Africa/Nairobi")
@@ -325,3 +326,20 @@ def print_test_page(target: PrinterTarget) -> str:
     if target.kind == Printer.Kind.BROWSER:
         raise PrintError(f"{target.label} prints from the browser: open a receipt and press Print in browser.")
     return send_to_printer(target, data, job_name=f"test-{timezone.now():%Y%m%d-%H%M%S}")
+
+
+def print_shift_report(shift_id: int, *, user=None) -> str | None:
+    """Print a shift's X report (open) or Z report (closed) on its till's printer now.
+
+    Returns where it went, or None when the till prints from the browser; raises PrintError in words.
+    No job is queued for a retry: the report is always there on screen and in the admin, so a failed
+    print is simply printed again, here or from the browser. `user` as for shift_report: a cashier's
+    X report leaves out the drawer's expected cash.
+    """
+    report = shift_report(shift_id=shift_id, user=user)
+    target = target_for(find_till_printer(report["till_id"]))
+    if target.kind == Printer.Kind.BROWSER:
+        return None
+    ops = layout_shift_report(report, columns_for(target.paper_width, target.profile))
+    job_name = f"shift-{shift_id}-{report['kind']}-{report['generated_at']:%Y%m%d-%H%M%S}"
+    return send_to_printer(target, render_escpos_ops(ops, profile=target.profile), job_name=job_name)

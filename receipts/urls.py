@@ -10,4 +10,6 @@ urlpatterns = [
     path("<int:sale_id>/print", views.print_receipt, name="print"),
     path("<int:sale_id>/reprint", views.reprint_receipt, name="reprint"),
     path("verify/<str:receipt_number>/<str:token>/", views.verify_receipt, name="verify"),
+    path("shift/<int:shift_id>/", views.shift_report_html, name="shift-slip"),
+    path("shift/<int:shift_id>/print", views.print_shift_report, name="shift-print"),
 ]

@@ -97,6 +97,7 @@ def scan(page, barcode: str) -> None:
 
 @pytest.fixture
 def till_page(page, cashier):
+    # The cashier's till has its shift open (the root `till` fixture opens it): login lands on the till.
     log_in(page, cashier.username)
     return page
 

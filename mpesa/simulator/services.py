@@ -27,7 +27,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Min, Q, Sum
 from django.utils import timezone
 
-from comolor.logging import mask_phone
+from comolor.logging import mask_phone, redact_url
 
 from .models import AccessToken, C2BRegistration, Delivery, Payment, PullRegistration, StkPrompt, TrafficEntry
 from .scheduler import wake_delivery_thread
@@ -627,15 +627,22 @@ def pay_c2b(*, shortcode: str, amount: int | Decimal, phone: str, account: str =
     return payment
 
 
-def _queue_c2b_notice(payment: Payment, kind: str, due_at: datetime) -> Delivery | None:
+def _queue_c2b_notice(payment: Payment, kind: str, due_at: datetime) -> None:
     registration = C2BRegistration.objects.filter(shortcode=payment.store_number).first()
     if registration is None:
-        return None
+        return
+    copies = 1
+    if kind == Delivery.Kind.C2B_CONFIRMATION and payment.kind == Payment.Kind.C2B:
+        # The STK phones that lose or repeat their callback do the same to a menu payment's
+        # confirmation (the money still shows in Pull Transactions and Transaction Status).
+        delivery = PHONE_OUTCOMES.get(payment.phone, Outcome("0")).delivery
+        copies = {StkPrompt.Delivery.LOST: 0, StkPrompt.Delivery.TWICE: 2}.get(delivery, 1)
     url = registration.validation_url if kind == Delivery.Kind.C2B_VALIDATION else registration.confirmation_url
-    return Delivery.objects.create(
-        kind=kind, url=url, body=json.dumps(c2b_body(payment, registration.version, kind)), due_at=due_at,
-        payment=payment,
-    )
+    for _ in range(copies):
+        Delivery.objects.create(
+            kind=kind, url=url, body=json.dumps(c2b_body(payment, registration.version, kind)), due_at=due_at,
+            payment=payment,
+        )
 
 
 def c2b_body(payment: Payment, version: str, kind: str) -> dict:
@@ -855,11 +862,7 @@ def run_due_work(*, ignore_delays: bool = False) -> int:
     ignore_delays (tests): everything queued now, except prompts waiting for a person."""
     done = 0
     for _ in range(10):  # a validation answer queues a confirmation: go round until quiet
-        now = timezone.now()
-        prompts = StkPrompt.objects.filter(decided_at__isnull=True)
-        prompts = prompts.filter(waits_for_person=False) if ignore_delays else prompts.filter(decide_at__lte=now)
-        for prompt_id, result in prompts.order_by("decide_at", "pk").values_list("pk", "planned_result"):
-            done += _decide_prompt(prompt_id, result)
+        done += decide_due_prompts(ignore_delays=ignore_delays)
         deliveries = Delivery.objects.filter(state=Delivery.State.QUEUED)
         if not ignore_delays:
             # Read the clock again: the prompts just decided queued callbacks due at that moment.
@@ -870,6 +873,15 @@ def run_due_work(*, ignore_delays: bool = False) -> int:
         for delivery_id in due:
             done += _send_delivery(delivery_id)
     return done
+
+
+def decide_due_prompts(*, ignore_delays: bool = False) -> int:
+    """The customers answer: each due prompt gets its planned outcome and its callbacks are queued,
+    not sent (mpesa_storm delivers them itself, as a misbehaving network would)."""
+    prompts = StkPrompt.objects.filter(decided_at__isnull=True)
+    prompts = prompts.filter(waits_for_person=False) if ignore_delays else prompts.filter(decide_at__lte=timezone.now())
+    return sum(_decide_prompt(prompt_id, result)
+               for prompt_id, result in prompts.order_by("decide_at", "pk").values_list("pk", "planned_result"))
 
 
 def next_due_at() -> datetime | None:
@@ -912,7 +924,7 @@ def _send_delivery(delivery_id: int) -> bool:
         status_code=status_code, response_body=text, error=error, duration_ms=duration_ms,
     )
     if error:
-        logger.warning("simulator: %s to %s failed: %s", delivery.get_kind_display(), delivery.url, error)
+        logger.warning("simulator: %s to %s failed: %s", delivery.get_kind_display(), redact_url(delivery.url), error)
     if is_validation:
         _finish_c2b_validation(delivery, status_code, text)
     return True

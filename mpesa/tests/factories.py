@@ -82,3 +82,26 @@ def c2b_confirmation(trans_id="RKTQDM7W6S", *, amount="116.00", bill_ref="DEMO-0
         "InvoiceNumber": "", "OrgAccountBalance": "49197.00", "ThirdPartyTransID": "",
         "MSISDN": "25470****149", "FirstName": "John", "MiddleName": "", "LastName": "",
     }).encode()
+
+
+def open_shop_with_cashier(code: str, *, username: str):
+    """Another shop with a till open for selling and its cashier: → (shop, till, cashier)."""
+    from pos.services import open_shift
+    from pos.tests.factories import ShopFactory, StaffFactory, TillFactory, UserFactory
+
+    shop = ShopFactory(code=code, name=f"{code.title()} Duka")
+    till = TillFactory(shop=shop, name="Till 1")
+    cashier = StaffFactory(user=UserFactory(username=username), shop=shop, default_till=till).user
+    open_shift(till=till, user=cashier, opening_float=Decimal("0"))
+    return shop, till, cashier
+
+
+def register_c2b_urls(*, version: str = "v2", response_type: str = "Completed") -> str:
+    """Every active shop account's C2B URLs registered with the simulator, as an operator would."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("mpesa_register_urls", "--c2b-version", version, "--response-type", response_type, stdout=out)
+    return out.getvalue()

@@ -41,6 +41,14 @@ def test_every_active_shop_account_is_registered_once(daraja_sim, settings):
     assert DarajaCall.objects.filter(endpoint="/mpesa/c2b/v1/registerurl").count() == 2
 
 
+def test_shops_without_an_account_of_their_own_get_the_configured_shortcode_registered_too(daraja_sim, settings):
+    settings.DARAJA_SIM_EXTRA_SHORTCODES = ["600100"]
+    MpesaAccount.objects.create(shop=ShopFactory(code="A"), shortcode="600100")
+    ShopFactory(code="B")  # sells through MPESA_SHORTCODE, as its STK prompts do
+    run()
+    assert sorted(C2BRegistration.objects.values_list("shortcode", flat=True)) == ["174379", "600100"]
+
+
 def test_a_shortcode_daraja_refuses_fails_the_command_after_trying_the_others(daraja_sim):
     out = StringIO()
     with pytest.raises(CommandError, match="1 of 2 shortcode"):

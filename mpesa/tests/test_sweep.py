@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from mpesa import services
 from mpesa.daraja import StkQueryResult
+from mpesa.invariants import check_books
 from mpesa.models import CallbackLog, MpesaTransaction, StkRequest
-from mpesa.tests.factories import StkRequestFactory, make_pending_sale, stk_success
+from mpesa.tests.factories import StkRequestFactory, c2b_confirmation, make_pending_sale, stk_success
 from pos.models import Payment, Sale
 
 pytestmark = pytest.mark.django_db
@@ -65,6 +66,26 @@ def test_success_found_by_query_completes_the_sale_and_the_late_callback_fills_i
     tx.refresh_from_db()
     assert tx.receipt_number == "NLJLATE001" and Payment.objects.get().reference == "NLJLATE001"
     assert Payment.objects.count() == 1
+
+
+def test_a_late_callback_folds_the_query_found_payment_into_its_c2b_copy_counted_once(client, sale):
+    # Found by the mpesa_storm: paid by STK Query, then its C2B confirmation without an account
+    # number (a till) comes in unmatched, then the late callback names that very receipt.
+    stk = StkRequestFactory(sale=sale, amount=116)
+    paid = StkQueryResult(stk.checkout_request_id, False, 0, "The service request is processed successfully.", {})
+    services.apply_stk_query_result(stk_request_id=stk.pk, answer=paid)
+    client.post("/mpesa/c2b/confirmation", data=c2b_confirmation("NLJFOLD001", amount="116.00", bill_ref=""),
+                content_type="application/json")
+    assert MpesaTransaction.objects.count() == 2
+
+    client.post("/mpesa/stk/callback", data=stk_success(stk.checkout_request_id, amount=116, receipt="NLJFOLD001"),
+                content_type="application/json")
+
+    tx = MpesaTransaction.objects.get()
+    assert (tx.receipt_number, tx.stk_request, tx.sale, tx.match_status) == (
+        "NLJFOLD001", stk, sale, MpesaTransaction.Match.MATCHED)
+    assert tx.payment == Payment.objects.get() and tx.payment.reference == "NLJFOLD001"
+    assert check_books() == []
 
 
 def test_a_query_answer_after_the_callback_changes_nothing(client, sale):

@@ -3,7 +3,12 @@ from decimal import Decimal
 import factory
 from django.contrib.auth import get_user_model
 
-from pos.models import Payment, Sale, SaleLine, Shop, Staff, Till
+from pos.models import Payment, Sale, SaleLine, Shift, Shop, Staff, Till
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return digits[n] if n < 36 else _base36(n // 36) + digits[n % 36]
 
 
 class ShopFactory(factory.django.DjangoModelFactory):
@@ -11,7 +16,8 @@ class ShopFactory(factory.django.DjangoModelFactory):
         model = Shop
         django_get_or_create = ["code"]
 
-    code = factory.Sequence(lambda n: f"S{n:03d}")
+    # Shop codes are at most 4 characters: a long test run must not outgrow them.
+    code = factory.Sequence(lambda n: "S" + _base36(n % 36**3).rjust(3, "0"))
     name = factory.Sequence(lambda n: f"Shop {n}")
     address = "Moi Avenue, Nairobi"
     kra_pin = "P051234567X"
@@ -49,12 +55,29 @@ class StaffFactory(factory.django.DjangoModelFactory):
     role = Staff.Role.CASHIER
 
 
+class ShiftFactory(factory.django.DjangoModelFactory):
+    """An open shift; tests close one through pos.services.close_shift, as a cashier does."""
+
+    class Meta:
+        model = Shift
+
+    till = factory.SubFactory(TillFactory)
+    shop = factory.SelfAttribute("till.shop")
+    opened_by = factory.SubFactory(UserFactory)
+    opening_float = Decimal("0")
+
+
+def _open_shift_of(sale) -> Shift:
+    return Shift.objects.filter(till=sale.till, status=Shift.Status.OPEN).first() or ShiftFactory(till=sale.till)
+
+
 class SaleFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Sale
 
     till = factory.SubFactory(TillFactory)
     shop = factory.SelfAttribute("till.shop")
+    shift = factory.LazyAttribute(_open_shift_of)
     cashier = factory.SubFactory(UserFactory)
     receipt_number = factory.Sequence(lambda n: f"T-{n:010d}")
     total = Decimal("116.00")

@@ -11,7 +11,7 @@ from django.urls import reverse
 from inventory.services import receive_stock
 
 from pos.models import Payment, Staff, Till
-from pos.services import ItemRequest, add_staff, sell_for_cash
+from pos.services import ItemRequest, add_staff, open_shift, sell_for_cash
 from pos.tests.factories import PaymentFactory, ShopFactory, StaffFactory, TillFactory, UserFactory
 
 
@@ -51,6 +51,7 @@ def sales(shop, till, other_shop, cashier, product):
     """One cash sale in each shop."""
     other_till = TillFactory(shop=other_shop, name="Till 1")
     other_cashier = StaffFactory(shop=other_shop, default_till=other_till).user
+    open_shift(till=other_till, user=other_cashier, opening_float=Decimal("0"))
     receive_stock(shop_id=other_shop.pk, product_id=product.pk, quantity=5)
     return _sell(till, cashier, product), _sell(other_till, other_cashier, product)
 

@@ -8,7 +8,8 @@ from inventory.models import StockLevel, StockMovement
 from inventory.services import InsufficientStock, adjust_stock, find_stock_discrepancies, receive_stock
 from inventory.tests.factories import ProductFactory
 from pos.models import Payment, Sale
-from pos.services import ItemRequest, SaleError, cancel_sale, complete_sale, create_sale, sell_for_cash
+from pos.services import (ItemRequest, SaleError, cancel_sale, complete_sale, create_sale, open_shift,
+                          sell_for_cash)
 from pos.tests.factories import ShopFactory, StaffFactory, TillFactory
 
 HOOK_CALLS = []
@@ -85,6 +86,8 @@ def test_two_tills_selling_the_last_item_at_once_sell_it_once():
     shop = ShopFactory(code="LAST")
     tills = [TillFactory(shop=shop, name=f"Till {n}") for n in (1, 2)]
     cashiers = [StaffFactory(shop=shop, default_till=till).user for till in tills]
+    for till, cashier in zip(tills, cashiers):
+        open_shift(till=till, user=cashier, opening_float=Decimal("0"))
     product = ProductFactory(sku="LAST1", name="Last loaf")
     receive_stock(shop_id=shop.pk, product_id=product.pk, quantity=1)
     start = threading.Barrier(2)

@@ -6,7 +6,7 @@ from inventory.models import StockMovement, TaxBand
 from inventory.services import receive_stock
 from inventory.tests.factories import ProductFactory
 from pos.models import Sale, SaleLine
-from pos.services import ItemRequest, SaleError, create_sale, parse_items
+from pos.services import ItemRequest, SaleError, close_shift, create_sale, parse_items, sell_for_cash, start_sale
 from pos.tests.factories import TillFactory
 from pos.tests.utils import written_rows
 
@@ -115,3 +115,24 @@ def test_vat_is_rounded_per_line_and_summed_per_band(cashier, till, shop):
     assert by_band == {"B": Decimal("0.42"), "E": Decimal("92.59"), "A": Decimal("0.00"), "C": Decimal("0.00")}
     assert sale.vat_total == sum(by_band.values()) == Decimal("93.01")
     assert sale.total == Decimal("1533.00")
+
+
+def test_a_sale_belongs_to_the_tills_open_shift(cashier, till, product):
+    sale = create_sale(cashier=cashier, till=till, items=[ItemRequest(quantity=1, sku=product.sku)])
+
+    assert sale.shift == till.shifts.get()
+
+
+@pytest.mark.parametrize("sell", [
+    lambda cashier, till, items: create_sale(cashier=cashier, till=till, items=items),
+    lambda cashier, till, items: sell_for_cash(cashier=cashier, till=till, items=items, tendered=Decimal("200")),
+    lambda cashier, till, items: start_sale(cashier=cashier, till=till, items=items, method="mpesa",
+                                            customer_phone="254708374149"),
+], ids=["create_sale", "sell_for_cash", "start_sale"])
+def test_with_no_open_shift_a_sale_is_refused_in_words_and_writes_nothing(cashier, till, product, sell):
+    close_shift(shift_id=till.shifts.get().pk, counted_cash="0", user=cashier)
+    before = written_rows()
+
+    with pytest.raises(SaleError, match=r"^Open a shift on Till 1 first: enter the opening float\.$"):
+        sell(cashier, till, [ItemRequest(quantity=1, sku=product.sku)])
+    assert written_rows() == before

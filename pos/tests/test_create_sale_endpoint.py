@@ -9,7 +9,7 @@ from inventory.models import StockLevel, StockMovement
 from inventory.services import receive_stock
 from inventory.tests.factories import ProductFactory
 from pos.models import Payment, Sale
-from pos.services import SaleError
+from pos.services import SaleError, close_shift, open_shift
 from pos.tests.factories import ShopFactory, StaffFactory, TillFactory, UserFactory
 from pos.tests.utils import written_rows
 
@@ -88,6 +88,18 @@ def test_mpesa_sale_stays_pending_and_is_handed_to_the_payment_starter(cashier_c
     assert starter == [(sale.pk, "0708374149", cashier.pk)]
     assert sale.status == Sale.Status.PENDING and sale.customer_phone == "0708374149"
     assert StockMovement.objects.filter(sale=sale).count() == 0
+
+
+def test_a_sale_paid_later_stays_pending_and_starts_no_payment(cashier_client, product, starter):
+    response = post(cashier_client, {"items": [{"barcode": product.barcode, "quantity": 1}],
+                                     "payment_method": "later"})
+
+    assert response.status_code == 201
+    sale = Sale.objects.get()
+    body = response.json()
+    assert (body["sale_id"], body["sale"]["status"], body["sale"]["balance_due"]) == (sale.pk, "pending", "116.00")
+    assert sale.status == Sale.Status.PENDING and not sale.payments.exists()
+    assert starter == [] and StockMovement.objects.filter(sale=sale).count() == 0
 
 
 def test_a_refused_mpesa_prompt_leaves_the_pending_sale_for_cash_or_cancel(cashier_client, product, settings):
@@ -214,8 +226,9 @@ def test_an_unreadable_body_is_refused_and_writes_nothing(cashier_client, produc
 
 def test_the_staff_default_till_is_used_when_open_else_the_first_open_till(client, shop, product):
     closed = TillFactory(shop=shop, name="A closed till", is_active=False)
-    TillFactory(shop=shop, name="B front")
+    front = TillFactory(shop=shop, name="B front")
     user = StaffFactory(shop=shop, default_till=closed).user
+    open_shift(till=front, user=user, opening_float=0)
     client.force_login(user)
 
     response = post(client, {"items": [{"product_id": product.pk, "quantity": 1}], "payment_method": "cash",
@@ -240,8 +253,9 @@ def test_a_shop_with_no_open_till_cannot_sell(client, product):
 
 def test_stock_is_checked_in_the_cashiers_own_shop(client, product):
     other = ShopFactory(code="WEST", name="Westlands")
-    TillFactory(shop=other)
-    client.force_login(StaffFactory(shop=other).user)
+    user = StaffFactory(shop=other).user
+    open_shift(till=TillFactory(shop=other), user=user, opening_float=0)
+    client.force_login(user)
 
     response = post(client, {"items": [{"barcode": product.barcode, "quantity": 1}], "payment_method": "cash",
                              "amount_tendered": 116})
@@ -330,3 +344,15 @@ def test_a_payment_refused_by_its_check_writes_nothing_and_starts_nothing(cashie
     assert response.json() == {"success": False,
                                "error": "This phone already has a prompt open. Wait for it to finish, or take cash."}
     assert written_rows() == before and starter == []
+
+
+def test_a_till_with_no_open_shift_is_told_to_open_one(cashier_client, cashier, till, product):
+    close_shift(shift_id=till.shifts.get().pk, counted_cash="0", user=cashier)
+    before = written_rows()
+
+    response = post(cashier_client, {"items": [{"barcode": product.barcode, "quantity": 1}],
+                                     "payment_method": "cash", "amount_tendered": 116})
+
+    assert response.status_code == 400
+    assert response.json() == {"success": False, "error": "Open a shift on Till 1 first: enter the opening float."}
+    assert written_rows() == before

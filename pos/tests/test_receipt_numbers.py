@@ -7,7 +7,7 @@ from django.db import connection, connections
 from inventory.services import receive_stock
 from inventory.tests.factories import ProductFactory
 from pos.models import Sale, Shop
-from pos.services import ItemRequest, SaleError, create_sale, next_receipt_number, sell_for_cash
+from pos.services import ItemRequest, SaleError, create_sale, next_receipt_number, open_shift, sell_for_cash
 from pos.tests.factories import ShopFactory, StaffFactory, TillFactory
 
 
@@ -38,6 +38,7 @@ def test_concurrent_sales_get_unique_gap_free_numbers():
     shop = ShopFactory(code="RACE", name="Race Shop")
     till = TillFactory(shop=shop)
     cashiers = [StaffFactory(shop=shop, default_till=till).user for _ in range(8)]
+    open_shift(till=till, user=cashiers[0], opening_float=Decimal("0"))
     product = ProductFactory(sku="RACE1")
     receive_stock(shop_id=shop.pk, product_id=product.pk, quantity=1000)
     start = threading.Barrier(len(cashiers))

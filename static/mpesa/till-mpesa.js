@@ -45,9 +45,9 @@
     panel.hidden = false;
     current.status = status;
     el.state.dataset.status = status;
-    el.title.textContent = TITLES[status] || status;
-    el.message.textContent = message || "";
-    if (amountText !== undefined) el.amount.textContent = amountText;
+    till().setText(el.title, TITLES[status] || status);
+    till().setText(el.message, message || "");
+    if (amountText !== undefined) till().setText(el.amount, amountText);
     var offered = ACTIONS[status] || ["close"];
     panel.querySelectorAll("[data-mpesa]").forEach(function (button) {
       button.hidden = offered.indexOf(button.dataset.mpesa) < 0;
@@ -96,7 +96,8 @@
 
   function onStatus(data) {
     var to = current.maskedPhone ? " to " + current.maskedPhone : "";
-    var amountText = data.mpesa_amount ? "KES " + data.mpesa_amount + to + " · balance KES " + data.balance_due : undefined;
+    // The balance is the till's big figure already: this line says what was asked of whom.
+    var amountText = data.mpesa_amount ? "KES " + data.mpesa_amount + to : undefined;
     if (data.status === "waiting" && Date.now() < current.deadline) {
       show("waiting", data.message, amountText);
       pollTimer = setTimeout(poll, POLL_MS);
@@ -109,7 +110,7 @@
       return;
     }
     show(data.status, data.message, amountText);
-    if (data.status === "paid") completeSale();
+    if (data.status === "paid") till().announcePaid(current.saleId, "mpesa");
     else refreshSale();
   }
 
@@ -118,21 +119,6 @@
     var saleId = current.saleId;
     till().fetchJSON(till().url("sale", saleId)).then(function (result) {
       if (result.ok && saleId === current.saleId && result.data.status === "pending") till().showSale(result.data);
-    });
-  }
-
-  function completeSale() {
-    var saleId = current.saleId;
-    till().fetchJSON(till().url("sale", saleId)).then(function (result) {
-      if (!result.ok) return;
-      var sale = result.data;
-      var change = (sale.payments || []).reduce(function (sum, p) { return sum + parseFloat(p.change_given || "0"); }, 0);
-      var mpesa = (sale.payments || []).filter(function (p) { return p.method === "mpesa"; }).pop();
-      document.dispatchEvent(new CustomEvent("comolor:sale-completed", { detail: {
-        sale_id: sale.sale_id, receipt_number: sale.receipt_number, total: sale.total,
-        change_due: change.toFixed(2), payment_method: "mpesa", receipt_url: sale.receipt_url, sale: sale,
-        mpesa_receipt: mpesa ? mpesa.reference : "", source: "mpesa",
-      } }));
     });
   }
 

@@ -2,6 +2,8 @@
  * DOM events on document (see notes/contracts.md):
  *   comolor:mpesa-requested  {items, total, phone, customer_phone, payment_method, sale_id, balance_due}
  *       cancelable: the M-Pesa script calls event.preventDefault() to take the payment over.
+ *   comolor:claim-requested  {items, total, sale_id, balance_due}: "customer paid to till" (F6), cancelable
+ *       the same way (mpesa/till-claim.js).
  *   comolor:sale-completed   {sale_id, receipt_number, total, change_due, payment_method, receipt_url, sale}
  * Money is held in integer cents; the server's figures replace the till's once a sale exists. */
 (function () {
@@ -10,7 +12,7 @@
   const state = {
     lines: [],          // {id, name, sku, barcode, price (cents), taxRate, stock, quantity}
     selected: -1,       // highlighted cart line (keyboard)
-    mode: "cart",       // cart | cash | mpesa | pending | done
+    mode: "cart",       // cart | cash | mpesa | claim | pending | done
     sale: null,         // the server's sale once it exists (pending or done)
     change: 0,          // change due of the completed sale, cents
     busy: false,
@@ -82,6 +84,16 @@
   function url(name, id) { return (config.urls[name] || "").replace("{id}", encodeURIComponent(id)); }
 
   // ---- messages and sound -------------------------------------------------------------------
+  // "M-Pesa" never breaks at its hyphen: a line ending in "M-" reads as a typo from across the counter.
+  function setText(node, text) {
+    node.replaceChildren(...String(text || "").split(/(M-Pesa)/).map((part) => {
+      if (part !== "M-Pesa") return document.createTextNode(part);
+      const word = document.createElement("span");
+      word.className = "nowrap";
+      word.textContent = part;
+      return word;
+    }));
+  }
   function showMessage(text, kind) {
     kind = kind || "info";
     clearTimeout(messageTimer);
@@ -92,7 +104,7 @@
       if (kind === "error") beep();
       return;
     }
-    el.message.textContent = text;
+    setText(el.message, text);
     el.message.className = "message message-" + kind;
     el.message.hidden = !text;
     if (kind === "error") beep();
@@ -347,6 +359,21 @@
     el.phone.focus();
     el.phone.select();
   }
+  function openClaim() {
+    if (state.mode === "done" || state.busy) return;
+    if (state.mode === "cart" && !state.lines.length) { showMessage("The cart is empty. Scan an item first.", "error"); return; }
+    closeResults();
+    const detail = Object.assign(cart(), {
+      sale_id: state.sale ? state.sale.sale_id : null,
+      balance_due: state.sale ? state.sale.balance_due : cart().total,
+    });
+    if (document.dispatchEvent(new CustomEvent("comolor:claim-requested", { detail, cancelable: true }))) {
+      showMessage("Till payments are not set up on this till yet. Take cash, or ask a manager.", "error");
+      return;
+    }
+    // The cart is locked while a code is checked: the amount it must match is this total.
+    setMode(state.sale ? "pending" : "claim");
+  }
   function backToCart() {
     if (state.busy) return;
     setMode(state.sale ? "pending" : "cart");
@@ -471,6 +498,19 @@
     const number = result.data.receipt_number;
     resetSale();
     showMessage(result.data.message || `Sale ${number} cancelled.`, result.data.message ? "warning" : "info");
+  }
+  // A sale paid outside this script (an M-Pesa prompt, a till payment claimed by code) is announced
+  // with the server's own figures, like a cash sale: the till, the receipt and the print follow it.
+  async function announcePaid(saleId, source) {
+    const result = await fetchJSON(url("sale", saleId));
+    if (!result.ok) return;
+    const sale = result.data;
+    const change = (sale.payments || []).reduce((sum, p) => sum + parseCents(p.change_given || "0"), 0);
+    const mpesa = (sale.payments || []).filter((p) => p.method === "mpesa").pop();
+    document.dispatchEvent(new CustomEvent("comolor:sale-completed", { detail: {
+      sale_id: sale.sale_id, receipt_number: sale.receipt_number, total: sale.total, change_due: decimal(change),
+      payment_method: "mpesa", receipt_url: sale.receipt_url, sale, mpesa_receipt: mpesa ? mpesa.reference : "", source,
+    } }));
   }
   function completed(sale, changeCents, method) {
     enterDone(sale, changeCents);
@@ -663,14 +703,15 @@
         const paid = parseCents(sale.amount_paid);
         el.pendingNote.textContent = `Sale ${sale.receipt_number}: total ${kes(parseCents(sale.total))}` +
           (paid ? `, ${kes(paid)} paid so far.` : ", nothing paid yet.") +
-          " Take cash (F2), send an M-Pesa prompt (F4), cancel the sale, or press Esc twice to put it aside.";
+          " Take cash (F2), send an M-Pesa prompt (F4), check a payment to the till (F6), cancel the sale, or press Esc twice to put it aside.";
       }
     } else {
       const totals = cartTotals();
       amount = totals.total;
       count = totals.count;
       vat = totals.vat;
-      status = { cart: `${config.till || "Till"} · ${count ? "sale in progress" : "ready"}`, cash: "Cash payment", mpesa: "M-Pesa payment" }[mode] || "";
+      status = { cart: `${config.till || "Till"} · ${count ? "sale in progress" : "ready"}`, cash: "Cash payment", mpesa: "M-Pesa payment",
+        claim: "Till payment · check the code" }[mode] || "";
     }
     el.totalLabel.textContent = label;
     el.total.textContent = figure || kes(amount);
@@ -734,7 +775,7 @@
       return;
     }
     if (state.mode === "done") { resetSale(); return; }
-    if (state.mode === "cash" || state.mode === "mpesa") { backToCart(); return; }
+    if (state.mode === "cash" || state.mode === "mpesa" || state.mode === "claim") { backToCart(); return; }
     if (state.mode === "cart" && state.lines.length) {
       if (Date.now() < state.escArmedUntil) {
         resetSale();
@@ -763,6 +804,7 @@
     if (event.key === "F1") { event.preventDefault(); el.search.focus(); return; }
     if (event.key === "F2") { event.preventDefault(); openCash(); return; }
     if (event.key === "F4") { event.preventDefault(); openMpesa(); return; }
+    if (event.key === "F6") { event.preventDefault(); openClaim(); return; }
     const target = event.target;
     const typing = target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName));
     if (typing) return;
@@ -825,6 +867,7 @@
     });
     document.getElementById("till-pay-cash").addEventListener("click", openCash);
     document.getElementById("till-pay-mpesa").addEventListener("click", openMpesa);
+    document.getElementById("till-pay-claim").addEventListener("click", openClaim);
     document.getElementById("till-cash-complete").addEventListener("click", payCash);
     document.getElementById("till-mpesa-send").addEventListener("click", requestMpesa);
     document.getElementById("till-cancel-sale").addEventListener("click", cancelSale);
@@ -846,7 +889,11 @@
   window.ComolorTill = {
     cart,
     reset: () => resetSale(),
+    back: backToCart,
+    announcePaid,
+    beep,
     showMessage,
+    setText,
     showSale,
     fetchJSON,
     url,

@@ -22,8 +22,23 @@
   }
 
   function showStatus(data) {
+    var text = data.message || data.error || "";
     statusLine.dataset.status = data.status || "none";
-    statusLine.textContent = data.message || data.error || "";
+    statusLine.classList.remove("is-open");
+    if (data.status === "failed" && data.printer) {
+      // What happened, at a glance; the printer's reason (often five lines on a tablet) folds to two
+      // and opens on a tap, so the buttons below stay in sight.
+      var head = document.createElement("strong");
+      head.textContent = "Not printed on " + data.printer + ".";
+      var reason = document.createElement("span");
+      reason.className = "receipt-status-reason";
+      reason.textContent = text;
+      statusLine.replaceChildren(head, " ", reason);
+      statusLine.title = text;
+    } else {
+      statusLine.textContent = text;
+      statusLine.removeAttribute("title");
+    }
     retryButton.hidden = !(data.status === "failed" || data.status === "none");
   }
 
@@ -108,6 +123,7 @@
     preview = document.getElementById("receipt-preview");
     retryButton = document.getElementById("receipt-retry");
     numberLabel = document.getElementById("receipt-number");
+    statusLine.addEventListener("click", function () { statusLine.classList.toggle("is-open"); });
     retryButton.addEventListener("click", function () { post("printUrl"); });
     document.getElementById("receipt-reprint").addEventListener("click", function () { post("reprintUrl"); });
     document.getElementById("receipt-browser").addEventListener("click", printInBrowser);

@@ -4,6 +4,7 @@ from django.urls import NoReverseMatch
 from mpesa.conf import callback_url, callback_url_problems, mpesa_config
 from mpesa.daraja import DarajaError, get_client
 from mpesa.models import MpesaAccount
+from pos.models import Shop
 
 ONE_TIME_RULE = (
     "In production Safaricom registers C2B URLs ONCE per shortcode: registering again fails with "
@@ -16,7 +17,7 @@ ONE_TIME_RULE = (
 class Command(BaseCommand):
     help = (
         "Register the C2B confirmation and validation URLs (built from MPESA_CALLBACK_BASE_URL) with "
-        "Daraja for every active shop M-Pesa account, or for MPESA_SHORTCODE when there is none. "
+        "Daraja for every active shop M-Pesa account, and for MPESA_SHORTCODE if a shop has no account of its own. "
         "Refuses URLs Safaricom would refuse. In production registration is one-time: see --yes."
     )
 
@@ -48,7 +49,11 @@ class Command(BaseCommand):
                                + "\n  ".join(dict.fromkeys(problems)))
         shortcodes = shortcode or list(dict.fromkeys(
             MpesaAccount.objects.filter(is_active=True).order_by("shortcode").values_list("shortcode", flat=True)
-        )) or [config.shortcode]
+        ))
+        if not shortcode and config.shortcode not in shortcodes and (
+                not shortcodes or Shop.objects.filter(mpesa_account__isnull=True).exists()):
+            # Shops without an account of their own are paid through the configured one.
+            shortcodes.append(config.shortcode)
 
         self.stdout.write(f"Confirmation URL: {confirmation_url}\nValidation URL:   {validation_url}")
         if config.environment == "production" and not yes:

@@ -1,17 +1,21 @@
 import random
-from decimal import ROUND_CEILING, Decimal
+import time
+from datetime import timedelta
+from decimal import Decimal
 
 from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from inventory.models import Product, StockLevel, StockMovement, TaxBand
 from inventory.services import receive_stock
-from pos.models import Payment, Sale, SaleLine, Shop, Staff, Till
-from pos.services import CENT, add_staff, vat_in
+from pos.bulk_demo import PastSales, ShopPlan, shop_weight
+from pos.models import Sale, Shop, Staff, Till
+from pos.services import add_staff
 
 B, E, C, A = TaxBand.STANDARD, TaxBand.REDUCED, TaxBand.ZERO, TaxBand.EXEMPT
 # (name, SKU, unit, price KES VAT-inclusive, tax band, opening stock)
@@ -75,30 +79,37 @@ class Command(BaseCommand):
     help = (
         "Make the demo shop DEMO with a till, its M-Pesa paybill (sandbox 174379), a few dozen products "
         "with stock and the logins cashier/cashier, manager/manager and admin/admin. Safe to run again. "
-        "--products/--sales grow it into the benchmark data set. Refuses to run with DEBUG off."
+        "--shops/--products/--sales grow it into the benchmark data set (a chain with a past of sales and "
+        "M-Pesa payments, see pos/bulk_demo.py). Refuses to run with DEBUG off."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--products", type=int, default=0, metavar="N",
                             help="grow the catalogue to at least N products (generated ones, 1000 in stock each)")
+        parser.add_argument("--shops", type=int, default=0, metavar="N",
+                            help="grow the chain to N shops (branches BR02 … with two tills and all products)")
         parser.add_argument("--sales", type=int, default=0, metavar="N",
-                            help="make past completed cash sales until the demo shop has at least N")
+                            help="make past sales until the chain has at least N, with as many M-Pesa ledger rows")
+        parser.add_argument("--days", type=int, default=365, metavar="N",
+                            help="spread new past sales over the last N days (default 365)")
         parser.add_argument("--seed", type=int, default=2026, help="random seed for generated sales")
 
-    def handle(self, *args, products, sales, seed, **options):
+    def handle(self, *args, products, shops, sales, days, seed, **options):
+        self.started = {}
         if not settings.DEBUG:
             raise CommandError(
                 "seed_demo creates logins with known passwords (cashier/cashier, admin/admin), so it runs "
                 "only with DEBUG=True. Never run it against a live shop's database."
             )
-        if products < 0 or sales < 0:
-            raise CommandError("--products and --sales take a number of 0 or more.")
+        if min(products, shops, sales) < 0 or days < 1:
+            raise CommandError("--products, --shops and --sales take a number of 0 or more, --days 1 or more.")
         changes = self.seed_demo_shop()
-        shop = Shop.objects.get(code="DEMO")
+        if shops:
+            changes += self.grow_chain(shops)
         if products:
-            changes += self.grow_catalogue(shop, products)
+            changes += self.grow_catalogue(products)
         if sales:
-            changes += self.make_past_sales(shop, sales, random.Random(seed))
+            changes += self.make_past_sales(sales, days, random.Random(seed))
         if changes:
             self.stdout.write("\n".join(changes))
             self.stdout.write(self.style.SUCCESS("Demo data ready: log in as cashier/cashier, "
@@ -156,13 +167,15 @@ class Command(BaseCommand):
                 changes.append(f"Made {username} {role} of {shop.code}.")
         return changes
 
-    def grow_catalogue(self, shop: Shop, target: int) -> list[str]:
+    def grow_catalogue(self, target: int) -> list[str]:
         existing = Product.objects.count()
         missing = target - existing
         if missing <= 0:
             return []
         first = Product.objects.filter(sku__startswith=GENERATED_SKU).count() + 1
         bands = [B, B, B, C, A, E]
+        shops = list(Shop.objects.order_by("pk"))
+        self.progress("products", 0, missing)
         for start in range(first, first + missing, BATCH):
             numbers = range(start, min(start + BATCH, first + missing))
             with transaction.atomic():
@@ -172,97 +185,98 @@ class Command(BaseCommand):
                             tax_band=bands[n % len(bands)], reorder_level=10)
                     for n in numbers
                 ])
-                StockLevel.objects.bulk_create(
-                    [StockLevel(shop=shop, product=p, on_hand=GENERATED_OPENING_STOCK) for p in made]
-                )
-                StockMovement.objects.bulk_create([
-                    StockMovement(shop=shop, product=p, quantity=GENERATED_OPENING_STOCK,
-                                  balance_after=GENERATED_OPENING_STOCK, kind=StockMovement.Kind.RECEIVE,
-                                  reference="DEMO-OPENING", reason="opening stock")
-                    for p in made
-                ])
+                for shop in shops:
+                    self.stock_products(shop, [product.pk for product in made])
             self.progress("products", numbers[-1] - first + 1, missing)
-        return [f"Created {missing:,} generated products with {GENERATED_OPENING_STOCK} each in stock."]
+        return [f"Created {missing:,} generated products with {GENERATED_OPENING_STOCK} each in stock "
+                f"in every shop."]
 
-    def make_past_sales(self, shop: Shop, target: int, rng: random.Random) -> list[str]:
-        missing = target - Sale.objects.filter(shop=shop, status=Sale.Status.COMPLETED).count()
+    def grow_chain(self, target: int) -> list[str]:
+        """Branches BR02, BR03 … up to `target` shops, each with two tills, a Buy Goods till number,
+        a cashier login without a password and every product in stock."""
+        changes = []
+        account_model = apps.get_model("mpesa", "MpesaAccount")
+        products = list(Product.objects.values_list("pk", flat=True))
+        for number in range(Shop.objects.count() + 1, target + 1):
+            with transaction.atomic():
+                shop = Shop.objects.create(code=f"BR{number:02d}", name=f"Comolor Branch {number}",
+                                           address=f"Branch {number}, Kenya", kra_pin="P051234567Q")
+                tills = [Till.objects.create(shop=shop, name=name) for name in ("Till 1", "Till 2")]
+                account_model.objects.create(shop=shop, kind=account_model.Kind.TILL, shortcode="174379",
+                                             till_number=f"5{number:05d}")
+                User = get_user_model()
+                user = User(username=f"cashier.{shop.code.lower()}")
+                user.set_unusable_password()
+                user.save()
+                add_staff(user, shop, Staff.Role.CASHIER, default_till=tills[0])
+                self.stock_products(shop, products)
+            changes.append(f"Created branch {shop.code} with 2 tills, {len(products):,} products in stock "
+                           f"and the login {user.username} (no password).")
+        return changes
+
+    def stock_products(self, shop: Shop, product_ids: list[int]) -> None:
+        """Opening stock of GENERATED_OPENING_STOCK each, through the ledger."""
+        for start in range(0, len(product_ids), BATCH):
+            chunk = product_ids[start:start + BATCH]
+            StockLevel.objects.bulk_create(
+                [StockLevel(shop=shop, product_id=pk, on_hand=GENERATED_OPENING_STOCK) for pk in chunk]
+            )
+            StockMovement.objects.bulk_create([
+                StockMovement(shop=shop, product_id=pk, quantity=GENERATED_OPENING_STOCK,
+                              balance_after=GENERATED_OPENING_STOCK, kind=StockMovement.Kind.RECEIVE,
+                              reference="DEMO-OPENING", reason="opening stock")
+                for pk in chunk
+            ])
+
+    def make_past_sales(self, target: int, days: int, rng: random.Random) -> list[str]:
+        missing = target - Sale.objects.count()
         if missing <= 0:
             return []
-        staff = Staff.objects.select_related("user", "default_till").get(user__username="cashier")
-        catalogue = list(Product.objects.filter(is_active=True, stock_levels__shop=shop)
-                         .values_list("pk", "name", "price", "tax_band"))
-        made = 0
-        while made < missing:
-            count = min(BATCH, missing - made)
-            self.make_sales_batch(shop, staff, catalogue, count, rng)
-            made += count
-            self.progress("sales", made, missing)
-        return [f"Created {missing:,} past completed cash sales."]
-
-    @transaction.atomic
-    def make_sales_batch(self, shop, staff, catalogue, count, rng):
-        """One batch of completed cash sales with their lines, payments and stock ledger rows.
-
-        The batch commits whole, so on-hand equals the ledger sum after every batch. A product
-        about to run out is restocked first, as a shop would.
-        """
-        now = timezone.now()
-        # Reserve a block of receipt numbers under the shop row lock, as next_receipt_number does.
-        shop = Shop.objects.select_for_update().get(pk=shop.pk)
-        first_seq = shop.last_receipt_seq + 1
-        shop.last_receipt_seq += count
-        shop.save(update_fields=["last_receipt_seq"])
-        baskets = [rng.sample(catalogue, rng.randint(1, 6)) for _ in range(count)]
-        quantities = [[rng.randint(1, 3) for _ in basket] for basket in baskets]
-        touched = {pk for basket in baskets for pk, *_ in basket}
-        levels = {level.product_id: level for level in
-                  StockLevel.objects.select_for_update().filter(shop=shop, product_id__in=touched)}
-
-        sales, lines, payments = [], [], []
-        for i, (basket, qtys) in enumerate(zip(baskets, quantities)):
-            sale_lines = []
-            for (pk, name, price, band), qty in zip(basket, qtys):
-                gross = (price * qty).quantize(CENT)
-                rate = TaxBand(band).rate
-                sale_lines.append(SaleLine(product_id=pk, name=name, quantity=qty, unit_price=price,
-                                           tax_band=band, tax_rate=rate, line_total=gross,
-                                           vat_amount=vat_in(gross, rate)))
-            total = sum(line.line_total for line in sale_lines)
-            sales.append(Sale(receipt_number=f"{shop.code}-{first_seq + i:0{11 - len(shop.code)}d}",
-                              shop=shop, till=staff.default_till, cashier=staff.user,
-                              status=Sale.Status.COMPLETED, total=total,
-                              vat_total=sum(line.vat_amount for line in sale_lines),
-                              amount_paid=total, completed_at=now))
-            lines.append(sale_lines)
-        Sale.objects.bulk_create(sales)  # sets the ids on PostgreSQL and SQLite 3.35+
-
-        movements = []
-        for sale, sale_lines in zip(sales, lines):
-            tendered = (sale.total / 50).to_integral_value(rounding=ROUND_CEILING) * 50
-            payments.append(Payment(sale=sale, method=Payment.Method.CASH, amount=sale.total,
-                                    tendered=tendered, change_given=tendered - sale.total,
-                                    received_by=staff.user))
-            for line in sale_lines:
-                line.sale = sale
-                level = levels[line.product_id]
-                if level.on_hand < line.quantity:
-                    level.on_hand += GENERATED_OPENING_STOCK
-                    movements.append(StockMovement(shop=shop, product_id=line.product_id,
-                                                   quantity=GENERATED_OPENING_STOCK,
-                                                   balance_after=level.on_hand,
-                                                   kind=StockMovement.Kind.RECEIVE,
-                                                   reference="DEMO-RESTOCK", reason="restock"))
-                level.on_hand -= line.quantity
-                movements.append(StockMovement(shop=shop, product_id=line.product_id, quantity=-line.quantity,
-                                               balance_after=level.on_hand, kind=StockMovement.Kind.SALE,
-                                               sale=sale, reference=sale.receipt_number,
-                                               created_by=staff.user))
-        SaleLine.objects.bulk_create([line for sale_lines in lines for line in sale_lines], batch_size=5000)
-        Payment.objects.bulk_create(payments, batch_size=5000)
-        StockMovement.objects.bulk_create(movements, batch_size=5000)
-        StockLevel.objects.bulk_update(list(levels.values()), ["on_hand"], batch_size=5000)
+        plans = []
+        for position, shop in enumerate(Shop.objects.order_by("pk").prefetch_related("tills")):
+            cashier = (Staff.objects.filter(shop=shop, role=Staff.Role.CASHIER).order_by("pk")
+                       .values_list("user_id", flat=True).first())
+            account = apps.get_model("mpesa", "MpesaAccount").objects.filter(shop=shop).first()
+            tills = [till.pk for till in shop.tills.all() if till.is_active]
+            if cashier is None or not tills or account is None:
+                continue  # a shop set up by hand without a cashier, till or M-Pesa account sells nothing here
+            plans.append(ShopPlan(id=shop.pk, code=shop.code, till_ids=tills, cashier_id=cashier,
+                                  shortcode=account.party_b, weight=shop_weight(position),
+                                  paybill=account.kind == account.Kind.PAYBILL))
+        # Products stocked in every selling shop (a product added by hand may be stocked in none).
+        stocked = (StockLevel.objects.filter(shop_id__in=[plan.id for plan in plans]).values("product_id")
+                   .annotate(shops=Count("shop_id")).filter(shops=len(plans)).values("product_id"))
+        catalogue = [(pk, name, price, band, TaxBand(band).rate) for pk, name, price, band in
+                     Product.objects.filter(is_active=True, pk__in=stocked).order_by("pk")
+                     .values_list("pk", "name", "price", "tax_band")]
+        if not plans or not catalogue:
+            raise CommandError("No shop has a cashier, an active till, an M-Pesa account and stocked products "
+                               "to sell: run seed_demo without --sales first.")
+        end = timezone.now()
+        started = time.monotonic()
+        made = PastSales(plans=plans, catalogue=catalogue, total=missing, start=end - timedelta(days=days), end=end,
+                         rng=rng, progress=self.progress).run()
+        shops = ", ".join(plan.code for plan in plans)
+        return [
+            f"Created {made['sales']:,} past sales in {shops} over the last {days} days "
+            f"({made['lines']:,} lines, {made['payments']:,} payments, {made['shifts']:,} shifts, "
+            f"{made['stk_requests']:,} STK requests, {made['movements']:,} stock movements) "
+            f"in {time.monotonic() - started:,.0f} s.",
+            f"Created {made['ledger']:,} M-Pesa ledger rows ({made['ledger_matched']:,} matched, "
+            f"{made['ledger_unmatched']:,} unmatched, {made['ledger_review']:,} to review) and "
+            f"{made['callbacks']:,} raw callbacks.",
+        ]
 
     def progress(self, what: str, done: int, total: int) -> None:
-        end = "\n" if done >= total else ""
-        self.stdout.write(f"\r  {what}: {done:,}/{total:,} ({done * 100 // total}%)", ending=end)
+        """One line that redraws itself: a bar, the count, the rate and the time left."""
+        started = self.started.setdefault(what, time.monotonic())
+        width = 30
+        filled = width * done // total
+        line = f"\r  [{'#' * filled}{'.' * (width - filled)}] {what}: {done:,}/{total:,} ({done * 100 // total}%)"
+        if done:
+            elapsed = time.monotonic() - started
+            rate = done / elapsed if elapsed else 0
+            left = (total - done) / rate if rate else 0
+            line += f" {rate:,.{0 if rate >= 10 else 1}f}/s, {int(left) // 60}:{int(left) % 60:02d} left"
+        self.stdout.write(line.ljust(100), ending="\n" if done >= total else "")
         self.stdout.flush()
