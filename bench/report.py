@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/report.py [--only till,callbacks] [--quick] [--output docs/performance.md]
 
-Each script runs as its own process with `--json PATH` (see bench/figures.py) and its usual options;
+Each script runs as its own process with `--json PATH` (see bench/figures.py) and its usual options
+(bench_callbacks.py's `--json` prints a document of its own, converted here by `callback_figures`);
 its printed output goes to bench/out/<name>.log. The report gives every figure an issue asked for with
 its target and pass/miss, the command that measured it, and the machine: CPU, cores, memory, Python,
 PostgreSQL, date. Before each script the machine's CPU use is sampled for a few seconds with nothing
@@ -233,7 +234,8 @@ def callback_figures(report: dict) -> dict:
     figures.append({"name": "books after the run: one payment, ledger row and stock movement per callback",
                     "value": int(bool(books.get("ok"))), "unit": "(1 = right)", "target": "= 1",
                     "passed": bool(books.get("ok")), "detail": ", ".join(f"{k} {v}" for k, v in books.items())})
-    notes = [f"Server: {report.get('server')}; machine: {report.get('machine')}."]
+    server = report.get("server", {})
+    notes = ["gunicorn: " + ", ".join(f"{key} {setting}" for key, setting in server.items()) + "; receipt printing off."]
     if missing:
         notes.append("Not in the script's output (renamed?): " + ", ".join(missing) + ".")
     return {"bench": "bench_callbacks", "issue": 4, "figures": figures, "notes": notes, "skipped": None,

@@ -1436,10 +1436,13 @@ def shift_mpesa_section(*, shift, until: datetime) -> dict:
     expected = recorded["sent"] or zero
     held_total = sum((tx.amount for tx in held), zero)
     received = (applied["total"] or zero) + held_total
+    # Still received, and still in the difference; but a manager has settled them (refunded, written off).
+    resolved = [tx for tx in held if tx.resolved_at is not None or tx.match_status == MpesaTransaction.Match.RESOLVED]
+    unresolved = [tx for tx in held if tx not in resolved]
     attention = []
-    if held:
+    if unresolved:
         attention.append(_shift_attention(
-            held, "M-Pesa received for this shift's sales but paid none of them (held for review)",
+            unresolved, "M-Pesa received for this shift's sales but paid none of them (held for review)",
             "{n} M-Pesa payment{s} (KES {total}) came for this shift's sales but paid none of them: "
             "a manager refunds or re-assigns {them} in the back office.",
         ))
@@ -1464,6 +1467,7 @@ def shift_mpesa_section(*, shift, until: datetime) -> dict:
             {"label": f"Paid sales ({applied['count']} in the ledger)", "amount": applied["total"] or zero},
             {"label": "Held for review, paid no sale", "amount": held_total},
         ],
+        "resolved": sum((tx.amount for tx in resolved), zero),
         "attention": attention,
     }
 

@@ -645,7 +645,10 @@ def _report_summary(methods: list[dict]) -> list[str]:
         difference = row["difference"]
         if difference:
             what = "short" if difference < 0 else "over"
-            sentences.append(f"{row['label']} is KES {abs(difference):,.2f} {what}.")
+            # A section may say how much of it a manager has resolved since (refunded, written off).
+            since = row.get("resolved")
+            settled = f" (KES {since:,.2f} of it since resolved by a manager)" if since else ""
+            sentences.append(f"{row['label']} is KES {abs(difference):,.2f} {what}{settled}.")
         for item in row["attention"]:
             sentences.append(item["summary"])
     return sentences

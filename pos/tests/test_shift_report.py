@@ -224,6 +224,22 @@ def test_mpesa_money_for_a_cancelled_sale_of_the_shift_shows_as_a_difference(cas
     assert report["sales"]["cancelled"] == 1
 
 
+def test_money_held_for_a_cancelled_sale_and_refunded_stays_a_fact_but_needs_nothing_more(cashier, manager, shop,
+                                                                                         shift, product):
+    sale = create_sale(cashier=cashier, till=shift.till, items=[ItemRequest(quantity=1, sku=product.sku)])
+    cancel_sale(sale_id=sale.pk, user=cashier, reason="customer walked away")
+    late = MpesaTransactionFactory(receipt_number="LATE000002", amount=sale.total, sale=sale, shop=shop,
+                                   source=MpesaTransaction.Source.STK_CALLBACK,
+                                   match_status=MpesaTransaction.Match.MATCHED)
+
+    refund_overpayment(transaction_id=late.pk, user=manager, method="outside", reason="reversed by Safaricom")
+
+    report = shift_report(shift_id=shift.pk)
+    mpesa = row(report, "mpesa")
+    assert (mpesa["received"], mpesa["difference"], mpesa["attention"]) == (116, 116, [])
+    assert report["summary"] == ["M-Pesa is KES 116.00 over (KES 116.00 of it since resolved by a manager)."]
+
+
 def test_without_a_section_for_mpesa_its_sales_still_show_unchecked(settings, cashier, shift, product):
     settings.POS_SHIFT_REPORT_SECTIONS = []
     sell_mpesa(cashier, shift, product, receipt="TKR0000004")
