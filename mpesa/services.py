@@ -113,7 +113,7 @@ def check_stk_payment(*, shop, phone: str, amount: Decimal) -> None:
         msisdn = normalise_phone(phone)
     except InvalidPhone as error:
         raise SaleError(str(error)) from error
-    if (cache.get(_prompt_key("phone", msisdn)) or 0) >= settings.MPESA_STK_PROMPTS_PER_PHONE:
+    if _recent_prompts("phone", msisdn) >= settings.MPESA_STK_PROMPTS_PER_PHONE:
         raise SaleError(_too_many_prompts_message(msisdn))
     _refuse_busy_phone(msisdn, math.ceil(amount))
 
@@ -122,26 +122,33 @@ def _count_prompt(phone: str, user) -> None:
     """Prompt spam (reliability.md T27): at most MPESA_STK_PROMPTS_PER_PHONE prompts a minute to one
     phone and MPESA_STK_PROMPTS_PER_CASHIER from one cashier, across tills and shops. Every try
     counts, refused ones too; over a limit it is refused and logged with the cashier's id. The
-    counts live in the shared cache (Redis in production), one window per clock minute."""
+    counts live in the shared cache (Redis in production), one counter per clock minute; this
+    minute's and the last one's are added, so a burst across a minute boundary still counts."""
     limits = [("phone", phone, settings.MPESA_STK_PROMPTS_PER_PHONE, _too_many_prompts_message(phone))]
     if user is not None:
         limits.append(("cashier", user.pk, settings.MPESA_STK_PROMPTS_PER_CASHIER,
                        "You have sent the most M-Pesa prompts allowed in one minute "
                        f"({settings.MPESA_STK_PROMPTS_PER_CASHIER}). Wait a minute, or take cash."))
     for kind, who, limit, message in limits:
-        key = _prompt_key(kind, who)
-        cache.add(key, 0, timeout=120)
-        count = cache.incr(key)
+        minute = int(time.time() // 60)
+        key = _prompt_key(kind, who, minute)
+        cache.add(key, 0, timeout=180)
+        count = cache.incr(key) + (cache.get(_prompt_key(kind, who, minute - 1)) or 0)
         if count > limit:
             logger.warning("M-Pesa prompt to %s refused: %s prompts this minute, the limit per %s is %s; cashier %s",
                            mask_phone(phone), count, kind, limit, getattr(user, "pk", None))
             raise SaleError(message)
 
 
-def _prompt_key(kind: str, who) -> str:
+def _recent_prompts(kind: str, who) -> int:
+    minute = int(time.time() // 60)
+    return sum(cache.get(_prompt_key(kind, who, m)) or 0 for m in (minute, minute - 1))
+
+
+def _prompt_key(kind: str, who, minute: int) -> str:
     # The phone number is hashed: cache keys are seen by whoever runs Redis.
     name = hashlib.sha256(str(who).encode()).hexdigest()[:20] if kind == "phone" else who
-    return f"mpesa:prompts:{kind}:{name}:{int(time.time() // 60)}"
+    return f"mpesa:prompts:{kind}:{name}:{minute}"
 
 
 def _too_many_prompts_message(phone: str) -> str:

@@ -12,6 +12,7 @@ simulator's record of the money that really moved: nothing lost, nothing counted
 left pending, no invariant broken (mpesa.invariants).
 """
 
+import ctypes
 import json
 import logging
 import os
@@ -52,6 +53,7 @@ from .models import Delivery, Payment, StkPrompt
 BASE_DIR = Path(settings.BASE_DIR)
 EARLY_PHONE, LOST_PHONE = "254700009003", "254700009001"
 BURST = 20
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Fractions of the sales; the rest are plain (one callback each).
 DEFAULT_MIX = {
     "duplicate": 0.10,  # the callback three times in a row
@@ -170,7 +172,7 @@ class Servers:
     def _spawn(self, command: list[str], name: str) -> subprocess.Popen:
         log = open(self.folder / f"{name}.log", "ab")
         process = subprocess.Popen(command, cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   start_new_session=True, preexec_fn=_die_with_parent)
         self.processes.append(process)
         return process
 
@@ -199,6 +201,13 @@ class Servers:
                 process.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+
+
+def _die_with_parent() -> None:
+    """In the child: stop when the storm's process dies without stopping its servers (killed, or its
+    test timed out), instead of running on against a database that is about to go."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 # --- The shop and its cashiers -----------------------------------------------------------------

@@ -1,8 +1,8 @@
 """PostgreSQL crashes and comes back in the middle of a storm (T30): callbacks that meet the outage
 get a non-200 answer and their payments are found by the sweep; nothing is half-written.
 
-Never the shared server: a throwaway cluster of our own (initdb into a temporary folder, port
-5499), with the shop's and the simulator's gunicorn and the worker running against it
+Never the shared server: a throwaway cluster of our own (initdb into a temporary folder, a free
+port), with the shop's and the simulator's gunicorn and the worker running against it
 (`manage.py mpesa_storm --fault`). The crash is `pg_ctl stop -m immediate`: no clean shutdown,
 recovery from the WAL on restart.
 """
@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,8 +21,14 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-PORT = 5499
 BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+
+
+def free_port() -> int:
+    # Never a fixed port: another run of this test (or anything else) may hold it.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def as_postgres(command: list[str]) -> list[str]:
@@ -42,8 +49,9 @@ def throwaway_cluster():
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
         shutil.chown(sockets, "postgres")
+    port = free_port()
     pg_ctl = [str(binaries / "pg_ctl"), "-D", str(data)]
-    start = [*pg_ctl, "-o", f"-p {PORT} -k {sockets} -c listen_addresses=127.0.0.1", "-l", str(folder / "server.log"),
+    start = [*pg_ctl, "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "-l", str(folder / "server.log"),
              "-w", "start"]
     subprocess.run(as_postgres([str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]),
                    check=True, capture_output=True)
@@ -52,9 +60,9 @@ def throwaway_cluster():
     crash_and_restart.write_text(
         f"{shlex.join(as_postgres([*pg_ctl, '-m', 'immediate', 'stop']))}\nsleep 3\n{shlex.join(as_postgres(start))}\n")
     try:
-        subprocess.run(as_postgres([str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(PORT), "-U", "postgres",
+        subprocess.run(as_postgres([str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
                                     "storm"]), check=True, capture_output=True)
-        yield f"postgres://postgres@127.0.0.1:{PORT}/storm", f"sh {crash_and_restart}"
+        yield f"postgres://postgres@127.0.0.1:{port}/storm", f"sh {crash_and_restart}"
     finally:
         subprocess.run(as_postgres([*pg_ctl, "-m", "immediate", "stop"]), capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
