@@ -277,6 +277,7 @@ def main():
     add_report_arguments(parser)
     args = parser.parse_args()
     print("Load average (1, 5, 15 min): {:.1f} {:.1f} {:.1f} on {} CPUs".format(*os.getloadavg(), os.cpu_count()))
+    figures = Figures("bench_admin", issue=7)
     seed_seconds = build(args)
 
     bench = Bench(args.repeat)
@@ -293,16 +294,15 @@ def main():
         if not args.only or args.only in name:
             print(f"\n{name.capitalize()}:")
             stage()
-    report(bench.rows, seed_seconds, args)
+    report(bench.rows, seed_seconds, args, figures)
 
 
-def report(rows, seed_seconds, args) -> None:
+def report(rows, seed_seconds, args, figures) -> None:
     misses = [row for row in rows if row["median"] > row["target"] or (row["q20"] is not None and row["q20"] != row["q100"])]
     print(f"\n{len(rows)} pages measured, {len(misses)} missing their target.")
     for row in misses:
         print(f"  {row['label']} ({row['role']}): median {row['median']:.0f} ms, target {row['target']} ms; "
               f"slowest query {float(row['slowest']['time']) * 1000:.0f} ms: {row['slowest']['sql'][:300]}")
-    figures = Figures("bench_admin", issue=7)
     if seed_seconds is not None:
         figures.add(f"seed_demo --sales {args.sales:,} (4 shops, 20,000 products)", round(seed_seconds), "s",
                     at_most=600)
