@@ -26,27 +26,14 @@ from pathlib import Path
 
 import psycopg
 from figures import Figures, add_report_arguments
+from server_env import production_env, seed_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PG = "postgres://postgres@127.0.0.1:5432"
 DB_NAME = "comolor_big"
 PYTHON = sys.executable
-SERVER_ENV = {
-    "DATABASE_URL": f"{PG}/{DB_NAME}",
-    "DEBUG": "False",
-    "SECRET_KEY": "bench-" + "x" * 60,
-    "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
-    "MPESA_ENVIRONMENT": "sandbox",
-    "MPESA_CONSUMER_KEY": "bench-key",
-    "MPESA_CONSUMER_SECRET": "bench-secret",
-    "MPESA_CALLBACK_BASE_URL": "https://bench.invalid",
-    "SECURE_SSL_REDIRECT": "False",
-    "SESSION_COOKIE_SECURE": "False",
-    "CSRF_COOKIE_SECURE": "False",
-    "SECURE_HSTS_SECONDS": "0",
-    "LOG_LEVEL": "ERROR",
-}
-SEED_ENV = {**SERVER_ENV, "DEBUG": "True", "MPESA_ENVIRONMENT": "simulator"}
+SERVER_ENV = production_env(f"{PG}/{DB_NAME}", log_level="ERROR")
+SEED_ENV = seed_env(SERVER_ENV)
 # A filtered page per change list ({shop}: the DEMO shop's id, {day}: yesterday, {year}/{month}: now).
 FILTERED = {
     "pos.sale": "status__exact=completed&shop__id__exact={shop}",

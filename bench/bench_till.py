@@ -24,6 +24,7 @@ from pathlib import Path
 import psycopg
 import requests
 from figures import Figures, add_report_arguments
+from server_env import production_env, seed_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DB_NAME = "bench_till"
@@ -32,24 +33,8 @@ PORT = 8115
 # Each summary line's figures by label, for --json.
 MEASURED = {}
 PYTHON = sys.executable
-# Production shape (DEBUG off, real Daraja environment with dummy credentials), but plain HTTP on
-# localhost: no HTTPS redirect or secure-only cookies.
-SERVER_ENV = {
-    "DATABASE_URL": f"{PG}/{DB_NAME}",
-    "DEBUG": "False",
-    "SECRET_KEY": "bench-" + "x" * 60,
-    "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
-    "MPESA_ENVIRONMENT": "sandbox",
-    "MPESA_CONSUMER_KEY": "bench-key",
-    "MPESA_CONSUMER_SECRET": "bench-secret",
-    "MPESA_CALLBACK_BASE_URL": "https://bench.invalid",
-    "SECURE_SSL_REDIRECT": "False",
-    "SESSION_COOKIE_SECURE": "False",
-    "CSRF_COOKIE_SECURE": "False",
-    "SECURE_HSTS_SECONDS": "0",
-    "LOG_LEVEL": "WARNING",
-}
-SEED_ENV = {**SERVER_ENV, "DEBUG": "True", "MPESA_ENVIRONMENT": "simulator"}
+SERVER_ENV = production_env(f"{PG}/{DB_NAME}")
+SEED_ENV = seed_env(SERVER_ENV)
 
 
 def manage(*args, env):

@@ -1,10 +1,9 @@
 """Real concurrent transactions on PostgreSQL: row locks and the conditional update keep stock exact."""
 
-import threading
-
 import pytest
 from django.db import connection
 
+from comolor.testing.concurrency import run_at_once
 from inventory.models import StockLevel, StockMovement
 from inventory.services import InsufficientStock, find_stock_discrepancies, receive_stock, sell_stock, transfer_stock
 from inventory.tests.factories import ProductFactory
@@ -14,29 +13,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL"),
 ]
-
-
-def run_at_once(calls):
-    """Run each call in its own thread and connection, all released together; return the outcomes."""
-    barrier = threading.Barrier(len(calls))
-    outcomes = [None] * len(calls)
-
-    def worker(i, call):
-        try:
-            barrier.wait(timeout=10)
-            outcomes[i] = call()
-        except Exception as error:  # the outcome under test, kept for the assertions
-            outcomes[i] = error
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung: deadlock?"
-    return outcomes
 
 
 def test_twenty_tills_selling_the_last_five_units_sell_exactly_five():

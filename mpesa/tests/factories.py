@@ -1,9 +1,12 @@
 """Factories and Daraja-shaped payloads (copied from docs/daraja.md §4.3) for the M-Pesa tests."""
 
+import importlib
 import json
+from contextlib import contextmanager
 from decimal import Decimal
 
 import factory
+from django.urls import clear_url_caches
 
 from inventory.tests.factories import ProductFactory
 from mpesa.models import MpesaTransaction, StkRequest
@@ -105,3 +108,26 @@ def register_c2b_urls(*, version: str = "v2", response_type: str = "Completed") 
     out = StringIO()
     call_command("mpesa_register_urls", "--c2b-version", version, "--response-type", response_type, stdout=out)
     return out.getvalue()
+
+
+@contextmanager
+def callback_paths(settings, *, prefix: str, token: str):
+    """Callback URLs as production serves them (a neutral prefix and a path secret), then back.
+
+    mpesa/urls.py reads these settings when imported, so the URLconf is rebuilt each way.
+    """
+    import comolor.urls
+    import mpesa.urls
+
+    def build():
+        importlib.reload(mpesa.urls)
+        importlib.reload(comolor.urls)
+        clear_url_caches()
+
+    settings.MPESA_CALLBACK_PREFIX, settings.MPESA_CALLBACK_TOKEN = prefix, token
+    build()
+    try:
+        yield token
+    finally:
+        settings.MPESA_CALLBACK_PREFIX, settings.MPESA_CALLBACK_TOKEN = "mpesa", ""
+        build()

@@ -1,14 +1,13 @@
 """Hostile and broken callbacks: stored, answered, never a 500, never half-applied."""
 
-import importlib
 import json
 
 import pytest
-from django.urls import clear_url_caches, reverse
+from django.urls import reverse
 
 from mpesa import services
 from mpesa.models import CallbackLog, MpesaTransaction, StkRequest
-from mpesa.tests.factories import StkRequestFactory, make_pending_sale, stk_success
+from mpesa.tests.factories import StkRequestFactory, callback_paths, make_pending_sale, stk_success
 from pos.models import Payment, Sale
 
 pytestmark = pytest.mark.django_db
@@ -173,21 +172,8 @@ def test_allowlist_takes_networks(settings):
 @pytest.fixture
 def production_paths(settings):
     """Reload the URLconf with a neutral prefix and a secret token, as production runs."""
-    import comolor.urls
-    import mpesa.urls
-
-    def build():
-        importlib.reload(mpesa.urls)
-        importlib.reload(comolor.urls)
-        clear_url_caches()
-
-    settings.MPESA_CALLBACK_PREFIX = "hooks"
-    settings.MPESA_CALLBACK_TOKEN = "s3cret-Token-123"
-    build()
-    yield
-    settings.MPESA_CALLBACK_PREFIX = "mpesa"
-    settings.MPESA_CALLBACK_TOKEN = ""
-    build()
+    with callback_paths(settings, prefix="hooks", token="s3cret-Token-123"):
+        yield
 
 
 def test_production_paths_carry_the_secret_token_and_plain_paths_are_gone(client, stk, production_paths):

@@ -1,16 +1,14 @@
 """One M-Pesa payment pays one sale, under concurrency on PostgreSQL: two cashiers claiming the
 same code at the same moment, before or after its confirmation, and a claim racing the confirmation."""
 
-import threading
-
 import pytest
 from django.db import IntegrityError, connection, transaction
 
+from comolor.testing.concurrency import at_once
 from mpesa import services
 from mpesa.models import MpesaAccount, MpesaTransaction, PaymentClaim
 from mpesa.tests.factories import make_pending_sale, register_c2b_urls
 from pos.models import Payment, Sale
-from pos.services import SaleError
 from pos.tests.factories import StaffFactory, UserFactory
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="real row locks need PostgreSQL")
@@ -29,28 +27,6 @@ def till_account(daraja_sim, settings, shop):
 def cashiers(cashier, shop, till):
     second = StaffFactory(user=UserFactory(username="akinyi"), shop=shop, default_till=till).user
     return cashier, second
-
-
-def at_once(*calls):
-    """Run each call in its own thread and connection, released together; → outcomes in order."""
-    barrier = threading.Barrier(len(calls))
-    outcomes = [None] * len(calls)
-
-    def run(index, call):
-        try:
-            barrier.wait(timeout=10)
-            outcomes[index] = ("ok", call())
-        except SaleError as error:
-            outcomes[index] = ("refused", str(error))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return outcomes
 
 
 def two_sales(cashiers, till, product):

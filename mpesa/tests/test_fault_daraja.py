@@ -13,7 +13,6 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from django.urls import reverse
 
 from mpesa import services
 from mpesa.invariants import check_books
@@ -21,6 +20,7 @@ from mpesa.models import StkRequest
 from mpesa.simulator.models import TrafficEntry
 from mpesa.tests.fault_servers import SlowDaraja
 from mpesa.tests.test_daraja_errors import STK, FakeDaraja, answer
+from mpesa.tests.test_stk_start_unreachable import create_mpesa_sale, poll, start
 from pos.models import Sale
 
 @pytest.fixture
@@ -28,21 +28,6 @@ def quick(settings):
     settings.MPESA_CONNECT_TIMEOUT = 2.0
     settings.MPESA_READ_TIMEOUT = 2.0
     return settings
-
-
-def create_mpesa_sale(client, product, phone="0708374149"):
-    return client.post(reverse("pos:create-sale"), data={
-        "items": [{"sku": product.sku, "quantity": 1}], "payment_method": "mpesa", "customer_phone": phone,
-    }, content_type="application/json")
-
-
-def start(client, sale_id, phone="0708374149"):
-    return client.post(reverse("mpesa:start-stk", args=[sale_id]), data={"phone": phone},
-                       content_type="application/json")
-
-
-def poll(client, sale_id):
-    return client.get(reverse("mpesa:check-payment", args=[sale_id])).json()
 
 
 def give_up_on(stk, settings):

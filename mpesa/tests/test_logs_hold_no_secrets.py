@@ -3,7 +3,6 @@ DEBUG, leave no full phone number, path token, bearer token, consumer secret, pa
 password in any log line: neither in the records as logged nor in what the configured handlers write."""
 
 import base64
-import importlib
 import json
 import logging
 import re
@@ -11,11 +10,11 @@ import secrets
 
 import pytest
 from django.core.management import call_command
-from django.urls import clear_url_caches, reverse
+from django.urls import reverse
 
 from mpesa.models import StkRequest
 from mpesa.simulator.models import AccessToken, TrafficEntry
-from mpesa.tests.factories import make_pending_sale
+from mpesa.tests.factories import callback_paths, make_pending_sale
 from pos.models import Sale
 
 # Kenyan mobile numbers in full, as Daraja (2547…, 2541…) and people (07…, 01…) write them.
@@ -72,20 +71,8 @@ def every_log(monkeypatch, caplog, settings):
 @pytest.fixture
 def production_paths(settings):
     """Callback URLs as production has them: a neutral prefix and a long random path secret."""
-    import comolor.urls
-    import mpesa.urls
-
-    def build():
-        importlib.reload(mpesa.urls)
-        importlib.reload(comolor.urls)
-        clear_url_caches()
-
-    settings.MPESA_CALLBACK_PREFIX = "hooks"
-    settings.MPESA_CALLBACK_TOKEN = secrets.token_urlsafe(32)
-    build()
-    yield settings.MPESA_CALLBACK_TOKEN
-    settings.MPESA_CALLBACK_PREFIX, settings.MPESA_CALLBACK_TOKEN = "mpesa", ""
-    build()
+    with callback_paths(settings, prefix="hooks", token=secrets.token_urlsafe(32)) as token:
+        yield token
 
 
 def secrets_in_play(settings, path_secret) -> dict[str, str]:

@@ -1,44 +1,22 @@
 """Two managers acting on the same row at the same moment, on PostgreSQL: one payment is assigned
 to one sale and recorded once; an excess is refunded once."""
 
-import threading
 from decimal import Decimal
 
 import pytest
 from django.db import connection
 
+from comolor.testing.concurrency import at_once
 from mpesa.models import MpesaTransaction
 from mpesa.services import assign_mpesa_payment, refund_overpayment
 from mpesa.tests.factories import MpesaTransactionFactory, make_pending_sale
 from pos.models import ManagerAction, Payment, Sale, Staff
-from pos.services import SaleError, add_staff
+from pos.services import add_staff
 from pos.tests.factories import UserFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True),
               pytest.mark.skipif(connection.vendor != "postgresql", reason="real row locks need PostgreSQL")]
 ROUNDS = 4
-
-
-def at_once(*calls):
-    """Each call in its own thread and connection, released together; → outcomes in order."""
-    barrier = threading.Barrier(len(calls))
-    outcomes = [None] * len(calls)
-
-    def run(index, call):
-        try:
-            barrier.wait(timeout=10)
-            outcomes[index] = ("ok", call())
-        except SaleError as error:
-            outcomes[index] = ("refused", str(error))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return outcomes
 
 
 @pytest.fixture
