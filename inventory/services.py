@@ -3,8 +3,10 @@
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Case, F, IntegerField, Sum, Value, When
+from django.db.models import Sum
 from django.utils import timezone
+
+from comolor import sql
 
 from .models import Product, StockLevel, StockMovement
 
@@ -51,7 +53,11 @@ def move_stock(
 
 def _move_stock(*, shop_id: int, changes: list[StockChange], kind: str, user_id: int | None,
                 sale_id: int | None, reference: str, reason: str) -> list[StockMovement]:
-    """move_stock's work inside the caller's transaction (the stock rows are locked until it ends)."""
+    """move_stock's work inside the caller's transaction (the stock rows are locked until it ends).
+
+    Every check comes before the first write, so an InsufficientStock leaves the caller's
+    transaction clean: a caller may catch it and carry on without a savepoint (the M-Pesa ledger does).
+    """
     if any(change.quantity == 0 for change in changes):
         raise StockError("A stock movement needs a quantity other than zero.")
     if len({change.product_id for change in changes}) != len(changes):
@@ -59,51 +65,49 @@ def _move_stock(*, shop_id: int, changes: list[StockChange], kind: str, user_id:
     changes = sorted(changes, key=lambda c: c.product_id)
     product_ids = [c.product_id for c in changes]
     levels = _lock_stock_levels(shop_id, product_ids)
+    for change in changes:
+        on_hand = levels[change.product_id][1] if change.product_id in levels else 0
+        if on_hand + change.quantity < 0:
+            # The product row is read only here, to name it: a sale that goes through never needs it.
+            raise InsufficientStock(Product.objects.get(pk=change.product_id), -change.quantity, on_hand)
     if len(levels) < len(product_ids):
+        # Stock arriving for a product this shop never had.
         StockLevel.objects.bulk_create(
             [StockLevel(shop_id=shop_id, product_id=pid) for pid in product_ids if pid not in levels],
             ignore_conflicts=True,
         )
         levels = _lock_stock_levels(shop_id, product_ids)
-    for change in changes:
-        level = levels[change.product_id]
-        if level.on_hand + change.quantity < 0:
-            # The product row is read only here, to name it: a sale that goes through never needs it.
-            raise InsufficientStock(level.product, -change.quantity, level.on_hand)
-    # One relative UPDATE for every line; the rows are locked and checked, and the
-    # stock_never_negative constraint still stands behind it.
-    StockLevel.objects.filter(pk__in=[level.pk for level in levels.values()]).update(
-        on_hand=F("on_hand") + Case(
-            *[When(pk=levels[c.product_id].pk, then=Value(c.quantity)) for c in changes],
-            output_field=IntegerField(),
-        ),
-        updated_at=timezone.now(),
+    now = timezone.now()
+    # Relative updates of rows locked and checked above; the stock_never_negative constraint still
+    # stands behind them.
+    sql.execute_many(
+        "UPDATE inventory_stocklevel SET on_hand = on_hand + %s, updated_at = %s WHERE id = %s",
+        [(c.quantity, sql.db_time(now), levels[c.product_id][0]) for c in changes],
     )
-    movements = [
+    return [sql.insert(
         StockMovement(
             shop_id=shop_id,
             product_id=change.product_id,
             quantity=change.quantity,
-            balance_after=levels[change.product_id].on_hand + change.quantity,
+            balance_after=levels[change.product_id][1] + change.quantity,
             kind=kind,
             sale_id=sale_id,
             reference=reference,
             reason=reason,
             created_by_id=user_id,
         )
-        for change in changes
-    ]
-    return StockMovement.objects.bulk_create(movements)
+    ) for change in changes]
 
 
-def _lock_stock_levels(shop_id: int, product_ids: list[int]) -> dict[int, StockLevel]:
-    # Locked in product-id order, so two workflows touching the same products cannot deadlock.
-    return {
-        level.product_id: level
-        for level in StockLevel.objects.select_for_update()
-        .filter(shop_id=shop_id, product_id__in=product_ids)
-        .order_by("product_id")
-    }
+def _lock_stock_levels(shop_id: int, product_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """product id → (stock level id, on hand), the rows locked in product-id order, so two workflows
+    touching the same products cannot deadlock."""
+    rows = sql.fetch_all(
+        "SELECT product_id, id, on_hand FROM inventory_stocklevel WHERE shop_id = %s AND product_id IN ("
+        + sql.in_list(product_ids) + ") ORDER BY product_id" + sql.for_update(),
+        [shop_id, *product_ids],
+    )
+    return {product_id: (level_id, on_hand) for product_id, level_id, on_hand in rows}
 
 
 def receive_stock(*, shop_id: int, product_id: int, quantity: int, user=None, reference: str = "",
@@ -158,10 +162,9 @@ def sell_stock(*, shop_id: int, sale_id: int, lines: list[tuple[int, int]], user
                reference: str = "") -> list[StockMovement]:
     """Take a completed sale's (product_id, quantity) lines out of stock, once per sale.
 
-    Inside a transaction it adds no savepoint: its one caller (completing a sale) never catches
-    InsufficientStock and carries on, so a failure rolls back with the caller's own block.
+    Inside a transaction it adds no savepoint: InsufficientStock comes before its first write.
     """
-    with transaction.atomic(savepoint=False):
+    with sql.within_transaction():
         return _move_stock(shop_id=shop_id, changes=[StockChange(pid, -qty) for pid, qty in lines],
                            kind=Kind.SALE, user_id=user_id, sale_id=sale_id, reference=reference, reason="")
 

@@ -23,7 +23,7 @@ def _callback_patterns() -> list:
 
 
 urlpatterns = _callback_patterns() + [
-    path("cashier/check-mpesa-payment/<int:sale_id>", views.CheckMpesaPaymentView.as_view(), name="check-payment"),
+    path("cashier/check-mpesa-payment/<int:sale_id>", views.check_mpesa_payment, name="check-payment"),
     path("cashier/sales/<int:sale_id>/mpesa", views.StartStkPaymentView.as_view(), name="start-stk"),
     path("cashier/mpesa/unclaimed", views.UnclaimedMpesaPaymentsView.as_view(), name="unclaimed-payments"),
     path("cashier/sales/<int:sale_id>/mpesa-claim", views.ClaimMpesaPaymentView.as_view(), name="claim-payment"),

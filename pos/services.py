@@ -18,6 +18,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from comolor import sql
 from inventory.models import Product, StockLevel
 from inventory.services import sell_stock
 
@@ -188,12 +189,12 @@ def record_payment(
 ) -> Payment:
     """Apply money to a pending sale and complete the sale once it is paid in full.
 
-    It runs in its own savepoint, so a caller may catch its SaleError or InsufficientStock and carry
-    on (the M-Pesa ledger does). Pass `sale` when the caller already holds the sale row's lock
-    (select_for_update in the same transaction): it is used as it is, not locked again. After a
-    failure that instance may hold unsaved changes: reload it before using it again.
+    Every refusal (SaleError, InsufficientStock) is raised before anything is written, so a caller
+    may catch it and carry on in its own transaction (the M-Pesa ledger does). Pass `sale` when the
+    caller already holds the sale row's lock (select_for_update in the same transaction): it is used
+    as it is, not locked again.
     """
-    with transaction.atomic():
+    with sql.within_transaction():
         if sale is None:
             # Sale row first: every payment and completion of this sale queues here.
             sale = Sale.objects.select_for_update().get(pk=sale_id)
@@ -201,17 +202,17 @@ def record_payment(
             raise SaleError(f"Sale {sale.receipt_number} is {sale.status}; it takes no more payments.")
         if amount <= 0:
             raise SaleError("A payment must be more than zero.")
-        payment = Payment.objects.create(
+        paid = sale.amount_paid + amount
+        if paid >= sale.total:
+            # Completion first: the stock it takes is the last refusal, before anything is written.
+            _complete_locked_sale(sale, user_id=user.pk if user else None, amount_paid=paid)
+        else:
+            sql.execute("UPDATE pos_sale SET amount_paid = %s WHERE id = %s", [paid, sale.pk])
+            sale.amount_paid = paid
+        return sql.insert(Payment(
             sale=sale, method=method, amount=amount, tendered=tendered, change_given=change_given,
             reference=reference, received_by=user,
-        )
-        sale.amount_paid += amount
-        if sale.amount_paid >= sale.total:
-            # The new amount is saved with the completion: one UPDATE of the sale row, not two.
-            _complete_locked_sale(sale, user_id=user.pk if user else None, also_save=["amount_paid"])
-        else:
-            sale.save(update_fields=["amount_paid"])
-        return payment
+        ))
 
 
 def take_cash(*, sale_id: int, tendered: Decimal, user=None) -> Payment:
@@ -326,28 +327,31 @@ def complete_sale(*, sale_id: int, user=None) -> bool:
         return _complete_locked_sale(sale, user_id=user.pk if user else None)
 
 
-def _complete_locked_sale(sale: Sale, *, user_id: int | None, also_save: list[str] | None = None) -> bool:
+def _complete_locked_sale(sale: Sale, *, user_id: int | None, amount_paid: Decimal | None = None) -> bool:
     """complete_sale on a sale row the caller has locked, inside the caller's transaction.
 
-    also_save: fields the caller changed on `sale`, saved in the same UPDATE as the completion.
+    amount_paid: the sale's new total paid, saved with the completion (one UPDATE of the sale row).
+    Its refusals come before its first write (see record_payment).
     """
     if sale.status == Sale.Status.COMPLETED:
         return False
     if sale.status == Sale.Status.CANCELLED:
         raise SaleError(f"Sale {sale.receipt_number} was cancelled; it cannot be completed.")
-    if sale.amount_paid < sale.total:
-        raise SaleError(f"Sale {sale.receipt_number} still has KES {sale.balance_due:,.2f} to pay.")
+    paid = sale.amount_paid if amount_paid is None else amount_paid
+    if paid < sale.total:
+        raise SaleError(f"Sale {sale.receipt_number} still has KES {sale.total - paid:,.2f} to pay.")
     sell_stock(
         shop_id=sale.shop_id,
         sale_id=sale.pk,
-        lines=list(sale.lines.values_list("product_id", "quantity")),
+        lines=sql.fetch_all("SELECT product_id, quantity FROM pos_saleline WHERE sale_id = %s", [sale.pk]),
         # Ids only: loading the cashier's user row would cost a query per sale.
         user_id=user_id or sale.cashier_id,
         reference=sale.receipt_number,
     )
-    sale.status = Sale.Status.COMPLETED
-    sale.completed_at = timezone.now()
-    sale.save(update_fields=["status", "completed_at", *(also_save or [])])
+    now = timezone.now()
+    sql.execute("UPDATE pos_sale SET status = %s, completed_at = %s, amount_paid = %s WHERE id = %s",
+                [Sale.Status.COMPLETED, sql.db_time(now), paid, sale.pk])
+    sale.status, sale.completed_at, sale.amount_paid = Sale.Status.COMPLETED, now, paid
     transaction.on_commit(lambda: run_sale_completed_hooks(sale.pk))
     return True
 

@@ -37,7 +37,8 @@ def test_a_success_callback_is_answered_after_one_statement_and_completes_its_sa
     assert StockMovement.objects.filter(sale=sale).count() == 1
     assert StkRequest.objects.get().status == StkRequest.Status.PAID
     # Safaricom waits for the raw row's INSERT only.
-    assert [query["sql"][:32] for query in answering] == ['INSERT INTO "mpesa_callbacklog" ']
+    assert [query["sql"].replace('"', "")[:30] for query in answering] == ["INSERT INTO mpesa_callbacklog "]
     # With the INSERT: 31 on PostgreSQL before the sale row was locked once and the needless
-    # savepoints went, 21 before the ledger row just created was no longer read back and locked again.
-    assert len(applying) <= 19, "\n".join(query["sql"][:120] for query in applying)
+    # savepoints went, 21 before the ledger row just created was no longer read back and locked again,
+    # 19 before stock was checked ahead of any write (no savepoint for a payment that may be refused).
+    assert len(applying) <= 17, "\n".join(query["sql"][:120] for query in applying)

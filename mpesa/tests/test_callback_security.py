@@ -199,14 +199,18 @@ def test_callbacks_need_no_csrf_token(stk):
     assert Sale.objects.get(pk=stk.sale_id).status == Sale.Status.COMPLETED
 
 
-def test_failure_to_store_the_raw_row_is_the_only_non_200(client, stk, monkeypatch):
-    from django.db import OperationalError
+def test_failure_to_store_the_raw_row_is_the_only_non_200(client, stk):
+    from django.db import OperationalError, connection
 
-    def database_down(**kwargs):
-        raise OperationalError("connection refused")
+    def database_down(execute, sql, params, many, context):
+        # The database refuses the raw row's INSERT as a dropped connection would.
+        if "mpesa_callbacklog" in sql and sql.lstrip().upper().startswith("INSERT"):
+            raise OperationalError("connection refused")
+        return execute(sql, params, many, context)
 
-    monkeypatch.setattr(CallbackLog.objects, "create", database_down)
-    response = client.post(URL, data=stk_success(stk.checkout_request_id, amount=116), content_type="application/json")
+    with connection.execute_wrapper(database_down):
+        response = client.post(URL, data=stk_success(stk.checkout_request_id, amount=116),
+                               content_type="application/json")
 
     assert response.status_code == 503
     assert_nothing_applied(stk)
