@@ -274,6 +274,9 @@ MPESA_TILL_NUMBER = env("MPESA_TILL_NUMBER", default="")
 # Seconds to wait for a TCP connection to Daraja, then for its answer.
 MPESA_CONNECT_TIMEOUT = env.float("MPESA_CONNECT_TIMEOUT", default=5.0)
 MPESA_READ_TIMEOUT = env.float("MPESA_READ_TIMEOUT", default=30.0)
+# A connection to Daraja idle longer than this is not reused: below the keep-alive of the server
+# at the other end, which may close it just as a push is sent on it.
+MPESA_CONNECTION_IDLE_SECONDS = env.float("MPESA_CONNECTION_IDLE_SECONDS", default=4.0)
 # C2B register/simulate version: must match the C2B product ticked on the Daraja app.
 MPESA_C2B_VERSION = env("MPESA_C2B_VERSION", default="v2")
 # What M-Pesa does with a C2B payment when our validation URL does not answer in time.

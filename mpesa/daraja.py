@@ -18,10 +18,12 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import requests
+from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 
 from comolor.logging import redact, redact_payload
@@ -144,12 +146,47 @@ def stk_password(shortcode: str, passkey: str, timestamp: str) -> str:
     return base64.b64encode(f"{shortcode}{passkey}{timestamp}".encode()).decode()
 
 
+class _RecentConnectionsOnly:
+    """A pooled connection idle longer than MPESA_CONNECTION_IDLE_SECONDS is reconnected before use.
+
+    A server closes a keep-alive connection left idle past its own limit (Apache and our gunicorn:
+    5 s). A push sent on it just as it closes is reset, and whether the prompt went out is unknown:
+    the sale waits for STK Query. Seen in the storm, one push in 2,000.
+    """
+
+    def _get_conn(self, timeout=None):
+        conn = super()._get_conn(timeout)
+        idle_since = getattr(conn, "comolor_idle_since", None)
+        if idle_since is not None and time.monotonic() - idle_since > settings.MPESA_CONNECTION_IDLE_SECONDS:
+            conn.close()
+        return conn
+
+    def _put_conn(self, conn):
+        if conn is not None:
+            conn.comolor_idle_since = time.monotonic()
+        super()._put_conn(conn)
+
+
+class _HTTPPool(_RecentConnectionsOnly, HTTPConnectionPool):
+    pass
+
+
+class _HTTPSPool(_RecentConnectionsOnly, HTTPSConnectionPool):
+    pass
+
+
+class _Adapter(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
 class DarajaClient:
     def __init__(self, config: MpesaConfig | None = None):
         # None: read settings on every call, so one process-wide client follows setting changes.
         self._config = config
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
+        adapter = _Adapter(pool_connections=4, pool_maxsize=32)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
 
