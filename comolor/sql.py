@@ -13,32 +13,44 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.db import connection, models, transaction
+from django.db.backends.utils import CursorDebugWrapper
 
 CENT = Decimal("0.01")
 
 
 def fetch_one(sql: str, params=()) -> tuple | None:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone()
+    cursor = _cursor()
+    cursor.execute(sql, params)
+    return cursor.fetchone()
 
 
 def fetch_all(sql: str, params=()) -> list[tuple]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
+    cursor = _cursor()
+    cursor.execute(sql, params)
+    return cursor.fetchall()
 
 
 def execute(sql: str, params=()) -> int:
     """Run one INSERT, UPDATE or DELETE; the number of rows it touched."""
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    cursor = _cursor()
+    cursor.execute(sql, params)
+    return cursor.rowcount
 
 
 def execute_many(sql: str, rows: list) -> None:
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+    _cursor().executemany(sql, rows)
+
+
+def _cursor():
+    """One cursor per database connection, used by every statement here: opening a cursor costs a
+    third of running a short statement. A new connection, or Django starting or stopping counting
+    queries (the debug cursor), gets a new one."""
+    connection.ensure_connection()  # and, once per request, Django's health check (CONN_HEALTH_CHECKS)
+    cursor = getattr(connection, "plain_sql_cursor", None)
+    if (cursor is None or cursor.cursor.closed or cursor.cursor.connection is not connection.connection
+            or isinstance(cursor, CursorDebugWrapper) != connection.queries_logged):
+        cursor = connection.plain_sql_cursor = connection.cursor()
+    return cursor
 
 
 def for_update(*, skip_locked: bool = False) -> str:
