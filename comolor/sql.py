@@ -47,7 +47,7 @@ def _cursor():
     queries (the debug cursor), gets a new one."""
     connection.ensure_connection()  # and, once per request, Django's health check (CONN_HEALTH_CHECKS)
     cursor = getattr(connection, "plain_sql_cursor", None)
-    if (cursor is None or cursor.cursor.closed or cursor.cursor.connection is not connection.connection
+    if (cursor is None or cursor.cursor.connection is not connection.connection
             or isinstance(cursor, CursorDebugWrapper) != connection.queries_logged):
         cursor = connection.plain_sql_cursor = connection.cursor()
     return cursor

@@ -324,6 +324,11 @@ def reconciliation_queues(request) -> list[dict]:
     return queues
 
 
+def _kes(amount) -> str:
+    # Shillings and cents whatever the database summed them as (SQLite drops the cents of a round sum).
+    return "" if amount is None else f"{amount:.2f}"
+
+
 def _settlement_csv(s: dict) -> HttpResponse:
     """The settlement as rows a spreadsheet opens: section, item, count, amount, then the lists."""
     response = HttpResponse(content_type="text/csv; charset=utf-8")
@@ -331,31 +336,31 @@ def _settlement_csv(s: dict) -> HttpResponse:
     out = csv.writer(response)
     out.writerow(["section", "item", "count", "amount (KES)", "detail"])
     for status, row in s["sales"].items():
-        out.writerow(["sales", status, row["count"], row["total"], f"paid {row['paid']}"])
+        out.writerow(["sales", status, row["count"], _kes(row["total"]), f"paid {_kes(row['paid'])}"])
     for row in s["payments"]:
-        out.writerow(["payments", row["method"], row["count"], row["applied"],
-                      f"received {row['received']}, change {row['change']}"])
-    out.writerow(["mpesa", "ledger total", s["ledger"]["count"], s["ledger"]["total"], ""])
+        out.writerow(["payments", row["method"], row["count"], _kes(row["applied"]),
+                      f"received {_kes(row['received'])}, change {_kes(row['change'])}"])
+    out.writerow(["mpesa", "ledger total", s["ledger"]["count"], _kes(s["ledger"]["total"]), ""])
     for row in s["ledger"]["by_source"]:
-        out.writerow(["mpesa", f"ledger from {row['label']}", row["count"], row["total"], ""])
-    out.writerow(["mpesa", "pull total", s["ledger"]["pull_count"], s["ledger"]["pull"] or "", ""])
-    out.writerow(["mpesa", "on the day's sales", "", s["mpesa_on_sales"], ""])
-    out.writerow(["difference", "ledger minus the day's sales", "", s["difference"], ""])
-    out.writerow(["difference", "unexplained", "", s["unexplained"], ""])
-    out.writerow(["difference", "excess to refund", "", s["excess_to_refund"], ""])
+        out.writerow(["mpesa", f"ledger from {row['label']}", row["count"], _kes(row["total"]), ""])
+    out.writerow(["mpesa", "pull total", s["ledger"]["pull_count"], _kes(s["ledger"]["pull"]), ""])
+    out.writerow(["mpesa", "on the day's sales", "", _kes(s["mpesa_on_sales"]), ""])
+    out.writerow(["difference", "ledger minus the day's sales", "", _kes(s["difference"]), ""])
+    out.writerow(["difference", "unexplained", "", _kes(s["unexplained"]), ""])
+    out.writerow(["difference", "excess to refund", "", _kes(s["excess_to_refund"]), ""])
     for tx in s["not_on_days_sales"]:
-        out.writerow(["received, not on the day's sales", tx.receipt_number or tx.pk, "", tx.amount,
+        out.writerow(["received, not on the day's sales", tx.receipt_number or tx.pk, "", _kes(tx.amount),
                       f"{tx.get_match_status_display()}; sale {tx.sale or '-'}; {tx.resolution or tx.review_reason}"])
     for payment in s["entered_elsewhere"]:
         tx = getattr(payment, "mpesa_transaction", None)
-        out.writerow(["on the day's sales, received another day", payment.reference, "", payment.tendered,
+        out.writerow(["on the day's sales, received another day", payment.reference, "", _kes(payment.tendered),
                       f"sale {payment.sale.receipt_number}; ledger {tx.created_at:%Y-%m-%d}" if tx else
                       f"sale {payment.sale.receipt_number}; not in the ledger"])
     for tx in s["excess_rows"]:
-        out.writerow(["excess to refund", tx.receipt_number, "", tx.excess_amount, f"sale {tx.sale or '-'}"])
+        out.writerow(["excess to refund", tx.receipt_number, "", _kes(tx.excess_amount), f"sale {tx.sale or '-'}"])
     for sale in s["open_sales"]:
-        out.writerow(["sale not completed", sale.receipt_number, "", sale.total, f"{sale.status}, paid {sale.amount_paid}"])
+        out.writerow(["sale not completed", sale.receipt_number, "", _kes(sale.total), f"{sale.status}, paid {_kes(sale.amount_paid)}"])
     for shift in s["drawers"]:
-        out.writerow(["cash drawer", f"{shift.till.name} shift #{shift.pk}", "", shift.cash_difference,
-                      f"expected {shift.expected_cash}, counted {shift.counted_cash}"])
+        out.writerow(["cash drawer", f"{shift.till.name} shift #{shift.pk}", "", _kes(shift.cash_difference),
+                      f"expected {_kes(shift.expected_cash)}, counted {_kes(shift.counted_cash)}"])
     return response
