@@ -588,16 +588,15 @@ def _process_stk_callback(log: CallbackLog, confirmation: StkQueryResult | None)
         log.status = CallbackLog.Status.REJECTED
         log.error = f"CheckoutRequestID does not match request {stk.pk}'s; not processed."
         return "rejected"
-    fields = []
-    if not stk.checkout_request_id:
+    learnt_ids = not stk.checkout_request_id
+    if learnt_ids:
         # The callback beat the push response: the token tells us which request it is.
         stk.checkout_request_id, stk.merchant_request_id = callback.checkout_request_id, callback.merchant_request_id
-        fields += ["checkout_request_id", "merchant_request_id"]
     log.status, log.error = CallbackLog.Status.PROCESSED, ""
     if not callback.paid:
         if stk.status not in AWAITING:
             return "duplicate"
-        _settle(stk, StkRequest.Status.FAILED, callback.result_code, callback.result_desc, fields)
+        _settle(stk, StkRequest.Status.FAILED, callback.result_code, callback.result_desc)
         return "failed"
     if settings.MPESA_STK_CONFIRM_BY_QUERY and (confirmation is None or confirmation.pending):
         log.status, log.error = CallbackLog.Status.RECEIVED, "Waiting for STK Query to confirm the payment."
@@ -621,10 +620,10 @@ def _process_stk_callback(log: CallbackLog, confirmation: StkQueryResult | None)
         return "duplicate"
     if denied:
         # Kept for review, but the prompt keeps the answer Daraja itself gives.
-        if fields:
-            stk.save(update_fields=fields)
+        if learnt_ids:
+            stk.save(update_fields=["checkout_request_id", "merchant_request_id"])
         return "review"
-    _settle(stk, StkRequest.Status.PAID, "0", callback.result_desc, fields, receipt=callback.receipt_number)
+    _settle(stk, StkRequest.Status.PAID, "0", callback.result_desc, receipt=callback.receipt_number)
     # What the checks above found; a review decided while applying it (a sale paid already, stock
     # gone) is recorded on the ledger row.
     return "review" if reasons else "paid"
@@ -717,16 +716,16 @@ def _fill_in_receipt(stk: StkRequest, callback: StkCallback) -> None:
         Payment.objects.filter(pk=tx.payment_id, reference="").update(reference=callback.receipt_number)
 
 
-def _settle(stk: StkRequest, status: str, code: str, desc: str, fields: list[str], *, receipt: str = "") -> None:
-    """The prompt's outcome. `fields`: the ids a callback that beat the push response filled in."""
+def _settle(stk: StkRequest, status: str, code: str, desc: str, *, receipt: str = "") -> None:
+    """The prompt's outcome, with the ids a callback that beat the push response may have filled in."""
     stk.status, stk.result_code, stk.result_desc = status, code, desc[:255]
     stk.mpesa_receipt, stk.resolved_at = receipt or stk.mpesa_receipt, timezone.now()
-    if fields:
-        stk.save(update_fields=fields + ["status", "result_code", "result_desc", "mpesa_receipt", "resolved_at"])
-        return
-    sql.execute("UPDATE mpesa_stkrequest SET status = %s, result_code = %s, result_desc = %s, mpesa_receipt = %s, "
-                "resolved_at = %s WHERE id = %s",
-                [stk.status, stk.result_code, stk.result_desc, stk.mpesa_receipt, sql.db_time(stk.resolved_at), stk.pk])
+    sql.execute(
+        "UPDATE mpesa_stkrequest SET status = %s, result_code = %s, result_desc = %s, mpesa_receipt = %s, "
+        "resolved_at = %s, checkout_request_id = %s, merchant_request_id = %s WHERE id = %s",
+        [stk.status, stk.result_code, stk.result_desc, stk.mpesa_receipt, sql.db_time(stk.resolved_at),
+         stk.checkout_request_id, stk.merchant_request_id, stk.pk],
+    )
 
 
 # --- C2B: paybill and till payments the customer makes from the phone -------------------------
@@ -1197,10 +1196,10 @@ def apply_stk_query_result(*, stk_request_id: int, answer: StkQueryResult | None
         if answer is not None and not answer.pending:
             code = str(answer.result_code) if answer.result_code is not None else str(answer.raw.get("ResultCode", ""))
             if code != "0":
-                _settle(stk, StkRequest.Status.FAILED, code, answer.result_desc, [])
+                _settle(stk, StkRequest.Status.FAILED, code, answer.result_desc)
                 return "failed"
             # Paid, says Daraja; its receipt number comes later (late callback, C2B, Pull).
-            _settle(stk, StkRequest.Status.PAID, "0", answer.result_desc, [])
+            _settle(stk, StkRequest.Status.PAID, "0", answer.result_desc)
             MpesaTransaction.objects.create(
                 amount=stk.amount, msisdn=mask_phone(stk.phone), shop_id=stk.shop_id, sale_id=stk.sale_id,
                 stk_request=stk, source=MpesaTransaction.Source.STK_QUERY,
@@ -1211,7 +1210,7 @@ def apply_stk_query_result(*, stk_request_id: int, answer: StkQueryResult | None
             _settle(stk, StkRequest.Status.EXPIRED, "", (
                 f"No final answer from M-Pesa within {settings.MPESA_STK_GIVE_UP_AFTER // 60} minutes. Check the "
                 "M-Pesa statement before asking the customer to pay again."
-            ), [])
+            ))
             return "expired"
         return "pending"
 

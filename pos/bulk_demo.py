@@ -30,7 +30,7 @@ from django.apps import apps
 from django.db import connection, transaction
 from django.utils import timezone
 
-from inventory.models import StockLevel, StockMovement, TaxBand
+from inventory.models import StockLevel, StockMovement
 
 from .models import Payment, Sale, SaleLine, Shift, Shop
 from .services import CENT, vat_in

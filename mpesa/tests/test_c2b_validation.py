@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from mpesa.models import CallbackLog, MpesaAccount, MpesaTransaction
 from mpesa.simulator.models import Delivery, Payment as SimPayment
-from mpesa.tests.factories import make_pending_sale, register_c2b_urls
+from mpesa.tests.factories import register_c2b_urls
 from pos.models import Sale
 
 postgres_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="row and table locks need PostgreSQL")
@@ -27,11 +27,6 @@ def make_paybill(shop, policy):
 def strict(daraja_sim, shop):
     make_paybill(shop, MpesaAccount.ValidationPolicy.STRICT)
     return daraja_sim
-
-
-@pytest.fixture
-def sale(cashier, till, product):
-    return make_pending_sale(cashier=cashier, till=till, product=product)
 
 
 def validation_answer() -> dict:

@@ -18,16 +18,6 @@ URL = "/mpesa/stk/callback"
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def sale(cashier, till, product):
-    return make_pending_sale(cashier=cashier, till=till, product=product)
-
-
-@pytest.fixture
-def stk(sale):
-    return StkRequestFactory(sale=sale, amount=116)
-
-
 def post(client, body, url=URL, **extra):
     return client.post(url, data=body, content_type="application/json", **extra)
 

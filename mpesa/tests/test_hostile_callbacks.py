@@ -20,7 +20,7 @@ from comolor.testing.hostile import (
 from inventory.models import StockMovement
 from mpesa.invariants import check_books
 from mpesa.models import CallbackLog, MpesaTransaction, StkRequest
-from mpesa.tests.factories import StkRequestFactory, c2b_confirmation, make_pending_sale, stk_failure, stk_success
+from mpesa.tests.factories import c2b_confirmation, stk_failure, stk_success
 from mpesa.tests.test_callback_security import production_paths  # noqa: F401  (a fixture)
 from pos.models import Payment, Sale
 
@@ -32,16 +32,6 @@ PATHS = ["stk-callback", "stk-callback+token", "c2b-validation", "c2b-confirmati
 # A stored callback ends in one of these; "failed" would mean processing crashed on it.
 SETTLED = {CallbackLog.Status.PROCESSED, CallbackLog.Status.INVALID, CallbackLog.Status.REJECTED,
            CallbackLog.Status.ORPHAN}
-
-
-@pytest.fixture
-def sale(cashier, till, product):
-    return make_pending_sale(cashier=cashier, till=till, product=product)
-
-
-@pytest.fixture
-def stk(sale):
-    return StkRequestFactory(sale=sale, amount=116)
 
 
 @pytest.fixture

@@ -8,17 +8,12 @@ from django.utils import timezone
 
 from mpesa.models import MpesaTransaction, StkRequest
 from mpesa.services import query_stk_request_now, start_stk_payment, unknown_stk_requests
-from mpesa.tests.factories import StkRequestFactory, make_pending_sale
+from mpesa.tests.factories import StkRequestFactory
 from pos.models import ManagerAction, Sale
 from pos.services import SaleError
 from pos.tests.backoffice import manager, other_manager, other_shop  # noqa: F401
 
 REASON = "customer says the money left their account"
-
-
-@pytest.fixture
-def sale(cashier, till, product):
-    return make_pending_sale(cashier=cashier, till=till, product=product)
 
 
 def prompt(sale, phone, daraja_sim):

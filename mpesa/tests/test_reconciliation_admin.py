@@ -88,7 +88,7 @@ def test_a_manager_assigns_a_payment_to_a_sale_picked_from_the_pending_ones(mana
     assert sale.status == Sale.Status.COMPLETED
     assert ManagerAction.objects.get().user == manager
     messages = [str(m) for m in manager_client.get(response["Location"]).context["messages"]]
-    assert messages == [f"Paid: M-Pesa payment QK12AB34CD of KES 232.00 confirmed by Safaricom. Hand over the goods."]
+    assert messages == ["Paid: M-Pesa payment QK12AB34CD of KES 232.00 confirmed by Safaricom. Hand over the goods."]
 
 
 def test_the_sale_picker_finds_a_sale_by_its_receipt_digits_in_this_shop_only(manager_client, sale, shop,

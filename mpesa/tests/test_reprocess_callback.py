@@ -5,7 +5,7 @@ import pytest
 
 from mpesa.models import CallbackLog, MpesaTransaction, StkRequest
 from mpesa.services import process_callback, record_callback, reprocess_callback, stuck_callbacks
-from mpesa.tests.factories import StkRequestFactory, make_pending_sale, stk_success
+from mpesa.tests.factories import StkRequestFactory, stk_success
 from pos.models import ManagerAction, Sale
 from pos.services import SaleError
 from pos.tests.backoffice import manager, owner  # noqa: F401
@@ -16,11 +16,6 @@ REASON = "the prompt row was restored from the backup"
 def store(body, remote_addr="127.0.0.1"):
     return record_callback(kind=CallbackLog.Kind.STK, body=body, headers={}, remote_addr=remote_addr,
                            forwarded_for="", path="/mpesa/stk/callback")
-
-
-@pytest.fixture
-def sale(cashier, till, product):
-    return make_pending_sale(cashier=cashier, till=till, product=product)
 
 
 def test_an_orphan_is_applied_once_its_request_exists(sale, owner):

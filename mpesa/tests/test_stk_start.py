@@ -19,11 +19,6 @@ from pos.tests.factories import ShopFactory, StaffFactory, TillFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def sale(cashier, till, product):
-    return make_pending_sale(cashier=cashier, till=till, product=product)
-
-
 def start(client, sale, **body):
     return client.post(reverse("mpesa:start-stk", args=[sale.pk]), data=body, content_type="application/json")
 

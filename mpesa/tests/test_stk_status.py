@@ -12,18 +12,13 @@ from django.utils import timezone
 
 from mpesa import services
 from mpesa.models import MpesaTransaction, StkRequest
-from mpesa.tests.factories import MpesaTransactionFactory, StkRequestFactory, make_pending_sale, stk_success
+from mpesa.tests.factories import MpesaTransactionFactory, StkRequestFactory, stk_success
 from mpesa.views import check_mpesa_payment
 from pos.services import take_cash
 from pos.tests.factories import ShopFactory, StaffFactory, TillFactory, UserFactory
 
 KEYS = {"status", "payment_received", "mpesa_receipt", "amount_paid", "balance_due", "timeout", "result_code",
         "message"}
-
-
-@pytest.fixture
-def sale(cashier, till, product):
-    return make_pending_sale(cashier=cashier, till=till, product=product)
 
 
 def poll(client, sale):

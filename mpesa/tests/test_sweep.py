@@ -19,11 +19,6 @@ from pos.models import Payment, Sale
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def sale(cashier, till, product):
-    return make_pending_sale(cashier=cashier, till=till, product=product)
-
-
 def age(stk, seconds):
     StkRequest.objects.filter(pk=stk.pk).update(created_at=timezone.now() - timedelta(seconds=seconds))
 
